@@ -1,0 +1,86 @@
+"""Pure parsers for option values (lists, ranges, byte sizes). Errors are BadInput lines."""
+
+from __future__ import annotations
+
+import re
+
+from ..reports.errors import BadInput
+
+_BYTE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+    "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30,
+    "tib": 2**40,
+}
+# A sweep never needs more points than this; a typo like 1:100000:+1 is caught early.
+MAX_SWEEP_POINTS = 10_000
+
+
+def _positive_int(text: str, option: str) -> int:
+    text = text.strip()
+    if not re.fullmatch(r"\+?\d+", text):
+        raise BadInput(f"{option}: '{text}' is not a positive integer")
+    value = int(text)
+    if value <= 0:
+        raise BadInput(f"{option}: '{text}' is not a positive integer")
+    return value
+
+
+def parse_int_sweep(text: str, option: str = "--seq-lens") -> list[int]:
+    """'512,1024' | '256:4096:x2' (geometric) | '128:1024:+128' (arithmetic), mixed by commas.
+
+    Returns the sorted distinct values; both range ends are included when reached.
+    """
+    values: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if ":" not in part:
+            values.add(_positive_int(part, option))
+            continue
+        pieces = part.split(":")
+        if len(pieces) != 3:
+            raise BadInput(f"{option}: range '{part}' must be START:STOP:xFACTOR or START:STOP:+STEP")
+        start, stop = _positive_int(pieces[0], option), _positive_int(pieces[1], option)
+        step = pieces[2].strip().lower()
+        if stop < start:
+            raise BadInput(f"{option}: range '{part}' ends before it starts")
+        if step.startswith("x") or step.startswith("*"):
+            factor = _positive_int(step[1:], option)
+            if factor < 2:
+                raise BadInput(f"{option}: range '{part}' needs a factor of at least 2")
+            v = start
+            while v <= stop:
+                values.add(v)
+                v *= factor
+        elif step.startswith("+"):
+            inc = _positive_int(step[1:], option)
+            if (stop - start) // inc + 1 > MAX_SWEEP_POINTS:
+                raise BadInput(f"{option}: range '{part}' has more than {MAX_SWEEP_POINTS} points")
+            values.update(range(start, stop + 1, inc))
+        else:
+            raise BadInput(f"{option}: range step '{pieces[2]}' must be xFACTOR or +STEP")
+        if len(values) > MAX_SWEEP_POINTS:
+            raise BadInput(f"{option}: more than {MAX_SWEEP_POINTS} values")
+    if not values:
+        raise BadInput(f"{option}: no values given")
+    return sorted(values)
+
+
+def parse_choices(text: str, choices: tuple[str, ...] | list[str], option: str) -> list[str]:
+    """A comma-separated list of names from `choices`, order kept, duplicates dropped."""
+    picked = [p.strip().lower() for p in text.split(",") if p.strip()]
+    if not picked:
+        raise BadInput(f"{option}: no values given (choose from {', '.join(choices)})")
+    for p in picked:
+        if p not in choices:
+            raise BadInput(f"{option}: unknown value '{p}' (choose from {', '.join(choices)})")
+    return list(dict.fromkeys(picked))
+
+
+def parse_bytes(text: str, option: str) -> int:
+    """'2GiB', '500MB', '1.5g', '1048576' -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _BYTE_UNITS:
+        raise BadInput(f"{option}: '{text}' is not a size (e.g. 512MiB, 2GB, 1048576)")
+    value = int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise BadInput(f"{option}: '{text}' must be more than 0 bytes")
+    return value

@@ -1,0 +1,40 @@
+"""NVML (nvidia-ml-py) access: whether it is usable and, if not, why. Never raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NvmlStatus:
+    usable: bool
+    reason: str | None = None
+    driver_version: str | None = None
+    device_count: int | None = None
+
+
+def nvml_status() -> NvmlStatus:
+    """Initialise NVML once to see if it works; the reason comes from the library itself."""
+    try:
+        import pynvml
+    except ImportError as e:
+        return NvmlStatus(False, f"nvidia-ml-py is not installed ({e})")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return NvmlStatus(False, f"NVML init failed: {e} ({type(e).__name__})")
+    except OSError as e:  # a broken driver install can surface as a loader error
+        return NvmlStatus(False, f"NVML init failed: {e}")
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        count = pynvml.nvmlDeviceGetCount()
+        if isinstance(driver, bytes):
+            driver = driver.decode()
+        return NvmlStatus(True, None, driver, count)
+    except pynvml.NVMLError as e:
+        return NvmlStatus(False, f"NVML query failed: {e}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass

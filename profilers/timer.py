@@ -1,0 +1,182 @@
+"""Adaptive timer: warm-up until stable, then timed windows until the median's CI is tight.
+
+One code path for CPU and CUDA: a Clock brackets a window of `calls` calls and is read
+once per window (CUDA: events, one synchronize at the end of the window; CPU:
+perf_counter). Per-call time of a window is one sample; raw samples are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..reports.schema import TimeStats
+from .stats import MIN_SAMPLES_FOR_CI, summarize
+
+# Warm-up is stable when the last WARMUP_WINDOW call times lie within this ratio.
+WARMUP_STABLE_RATIO = 1.10
+WARMUP_WINDOW = 3
+# At the time cap, stop only once this many samples exist (a slow step still gets a spread).
+MIN_SAMPLES_AT_CAP = 3
+
+
+@dataclass(frozen=True)
+class TimerPolicy:
+    """When to stop warming up and when to stop sampling.
+
+    Args:
+        target_ci_rel: stop when the 95% CI of the median lies within this fraction of it.
+        max_time_s: cap on the timed phase of one case; reaching it gives converged=False.
+        min_samples: fewest timed windows (>= 6 gives a real 95% CI).
+        max_samples: most timed windows.
+        min_window_s: calls per window are raised until a window lasts about this long,
+            so a fast kernel is not dominated by clock overhead.
+        warmup_min_s: warm up at least this long ...
+        warmup_max_s: ... and at most this long, stable or not.
+        warmup_min_calls: fewest warm-up calls (the first call pays for lazy init).
+    """
+
+    target_ci_rel: float = 0.02
+    max_time_s: float = 5.0
+    min_samples: int = 10
+    max_samples: int = 2000
+    min_window_s: float = 0.01
+    warmup_min_s: float = 0.1
+    warmup_max_s: float = 3.0
+    warmup_min_calls: int = 2
+
+
+class Clock(Protocol):
+    """Brackets one timed window."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self, calls: int) -> float:
+        """Seconds since start() for a window of `calls` calls, after synchronizing."""
+        ...
+
+
+class CpuClock:
+    name = "perf_counter"
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self, calls: int) -> float:
+        return time.perf_counter() - self._t0
+
+
+class CudaClock:
+    """CUDA events on the current stream: the only synchronize is on the end event."""
+
+    name = "cuda_event"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self._start.record()
+
+    def stop(self, calls: int) -> float:
+        self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end) / 1e3
+
+
+class FakeClock:
+    """Deterministic clock for tests and `--fake-clock`: per-call time times a fixed pattern.
+
+    The step still runs; only the time read is synthetic, so statistics and reports are
+    reproducible to the last digit.
+    """
+
+    name = "fake"
+    PATTERN = (1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99)
+
+    def __init__(self, per_call_s: float = 1e-3):
+        self.per_call_s = per_call_s
+        self._i = 0
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, calls: int) -> float:
+        factor = self.PATTERN[self._i % len(self.PATTERN)]
+        self._i += 1
+        return self.per_call_s * calls * factor
+
+
+def make_clock(device: torch.device, fake: bool = False) -> Clock:
+    if fake:
+        return FakeClock()
+    return CudaClock(device) if device.type == "cuda" else CpuClock()
+
+
+class Runnable(Protocol):
+    def run(self) -> object: ...
+
+
+def measure_time(step: Runnable, policy: TimerPolicy, clock: Clock) -> TimeStats:
+    """Warm up `step`, then time windows of it until the CI target or the cap."""
+    warm: list[float] = []
+    t_begin = time.perf_counter()
+    while True:
+        clock.start()
+        step.run()
+        warm.append(clock.stop(1))
+        elapsed = time.perf_counter() - t_begin
+        if len(warm) >= policy.warmup_min_calls:
+            last = warm[-WARMUP_WINDOW:]
+            stable = len(last) == WARMUP_WINDOW and max(last) <= WARMUP_STABLE_RATIO * min(last)
+            if (elapsed >= policy.warmup_min_s and stable) or elapsed >= policy.warmup_max_s:
+                break
+
+    per_call = sorted(warm[-WARMUP_WINDOW:])[len(warm[-WARMUP_WINDOW:]) // 2]
+    calls = max(1, math.ceil(policy.min_window_s / per_call)) if per_call > 0 else 1
+    min_samples = max(policy.min_samples, MIN_SAMPLES_FOR_CI)
+    samples: list[float] = []
+    t0 = time.perf_counter()
+    converged = False
+    while True:
+        clock.start()
+        for _ in range(calls):
+            step.run()
+        samples.append(clock.stop(calls) / calls)
+        n = len(samples)
+        spent = time.perf_counter() - t0
+        check = n >= min_samples and (n < 100 or n % 10 == 0)  # summarizing is O(n log n)
+        if check and summarize(samples).ci_rel <= policy.target_ci_rel:
+            converged = True
+            break
+        if n >= policy.max_samples or (spent >= policy.max_time_s and n >= MIN_SAMPLES_AT_CAP):
+            break
+    s = summarize(samples)
+    return TimeStats(
+        n=s.n,
+        calls_per_sample=calls,
+        warmup_calls=len(warm),
+        median_s=s.median,
+        mean_s=s.mean,
+        min_s=s.min,
+        max_s=s.max,
+        p10_s=s.p10,
+        p90_s=s.p90,
+        iqr_s=s.iqr,
+        iqr_over_median=s.iqr_over_median,
+        ci_low_s=s.ci_low,
+        ci_high_s=s.ci_high,
+        ci_rel=s.ci_rel,
+        target_ci_rel=policy.target_ci_rel,
+        converged=converged,
+        total_s=math.fsum(samples) * calls,
+        clock=clock.name,
+        samples_s=samples,
+    )

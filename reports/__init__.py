@@ -1,0 +1,1 @@
+"""Reports: the Record schema, results store, and renderers (terminal, tables)."""

@@ -1,0 +1,114 @@
+"""Results store: append a Record per case to results.jsonl (flushed and fsynced), load it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO
+
+from pydantic import ValidationError
+
+from .errors import BadInput
+from .schema import SCHEMA_VERSION, Header, Record, RunResult, migrate
+
+RESULTS_NAME = "results.jsonl"
+
+
+class ResultsWriter:
+    """Appends lines to a results file; each line is flushed and fsynced before returning.
+
+    Args:
+        path: the results file. A new file gets `header` as its first line; an existing one
+            (resume, or a second command into the same folder) is appended to.
+        header: the header to write when the file is new.
+    """
+
+    def __init__(self, path: Path, header: Header):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        if not new:
+            load_results(self.path)  # refuse to append to a file we cannot read back
+            _terminate_partial_line(self.path)
+        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
+        self.count = 0
+        if new:
+            self._write(header.model_dump(mode="json"))
+
+    def append(self, record: Record) -> None:
+        self._write(record.model_dump(mode="json"))
+        self.count += 1
+
+    def _write(self, obj: dict) -> None:
+        self._fh.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _terminate_partial_line(path: Path) -> None:
+    """A crash mid-write can leave a last line without newline; end it so appends stay valid."""
+    with open(path, "rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":
+            fh.write(b"\n")
+
+
+def load_results(path: str | Path) -> RunResult:
+    """Read a results file (a folder holding results.jsonl works too).
+
+    A damaged last line (a run killed mid-write) is dropped with a note; any other damage,
+    a newer schema version, or a file that is not a results file raises BadInput.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_NAME
+    if not path.is_file():
+        raise BadInput(f"no results file at {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read {path}: {e}") from None
+    notes: list[str] = []
+    raw: list[tuple[int, dict]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if i == len(lines):
+                notes.append(f"{path}:{i}: dropped a damaged last line ({e})")
+                continue
+            raise BadInput(f"{path}:{i}: not a results line ({e})") from None
+        raw.append((i, obj))
+    if not raw or raw[0][1].get("kind") != "header":
+        raise BadInput(f"{path}: not an xfbench results file (no header line)")
+    version = raw[0][1].get("schema_version")
+    if not isinstance(version, int):
+        raise BadInput(f"{path}:1: header has no integer schema_version")
+    line_no = raw[0][0]  # named in the error message
+    try:
+        header = Header.model_validate(migrate(raw[0][1], version))
+        header.schema_version = SCHEMA_VERSION
+        records = []
+        for line_no, obj in raw[1:]:  # noqa: B007
+            if obj.get("kind") == "header":
+                continue  # a later command appended into the same folder
+            records.append(Record.model_validate(migrate(obj, version)))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadInput(f"{path}:{line_no}: invalid record field '{where}': {err['msg']}") from None
+    return RunResult(header=header, records=records, notes=notes)

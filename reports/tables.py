@@ -1,0 +1,112 @@
+"""Format-neutral tables built once from records; terminal/Markdown/CSV renderers only draw them.
+
+Grouping comes from record metadata, never from workload names: label -> one table,
+size -> row, variant -> column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .scaling import fit_series
+from .schema import Record, RunResult
+from .units import fmt_bytes, fmt_exponent, fmt_flops, fmt_size, fmt_time
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    style: str | None = None  # 'bad' | 'warn' | 'dim' | None: renderers map it to colour
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _short(reason: str | None, limit: int = 40) -> str:
+    if not reason:
+        return ""
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
+def result_cell(r: Record | None) -> Cell:
+    """Median time ±CI, throughput and peak memory of one record; its status otherwise."""
+    if r is None:
+        return Cell("", "dim")
+    if r.status == "oom":
+        return Cell("OOM", "bad")
+    if r.status == "error":
+        return Cell(f"error: {_short(r.reason)}", "bad")
+    if r.status == "skipped":
+        return Cell(f"skipped: {_short(r.reason)}", "dim")
+    t = r.time
+    lines = [f"{fmt_time(t.median_s)} ±{100 * t.ci_rel:.1f}%", fmt_flops(r.metrics.get("flop_per_s"))]
+    if r.memory is not None:
+        lines.append(fmt_bytes(r.memory.peak_bytes))
+    return Cell("\n".join(lines), "warn" if r.warnings else None)
+
+
+def results_tables(records: list[Record]) -> list[Table]:
+    """One table per label: rows are sizes, columns are variants."""
+    by_label: dict[str, list[Record]] = {}
+    for r in records:
+        by_label.setdefault(r.label, []).append(r)
+    tables = []
+    for label, recs in by_label.items():
+        variants = list(dict.fromkeys(r.variant for r in recs))
+        sizes = sorted({r.size for r in recs})
+        cell = {(r.size, r.variant): r for r in recs}  # a resumed case: the last record wins
+        rows = [
+            [Cell(fmt_size(s))] + [result_cell(cell.get((s, v))) for v in variants] for s in sizes
+        ]
+        conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
+        methods = sorted({r.memory.method for r in recs if r.memory is not None})
+        notes = [
+            "cell: median time per call ±95% CI of the median (relative) · "
+            "FLOP/s from analytic FLOPs · peak memory above baseline"
+            + (f" ({', '.join(methods)})" if methods else ""),
+            *(f"FLOPs: {c}" for c in conventions),
+        ]
+        warned = sorted({w for r in recs for w in r.warnings})
+        if warned:
+            notes.append(f"highlighted cells carry warnings: {', '.join(warned)}")
+        tables.append(Table(label, [recs[0].size_name, *variants], rows, notes))
+    return tables
+
+
+def scaling_table(records: list[Record]) -> Table | None:
+    """Per series: fitted log-log exponents of time and memory, and the largest size that ran."""
+    fits = fit_series(records)
+    if not fits:
+        return None
+    rows = []
+    for f in fits:
+        span = f"{fmt_size(f.fit_sizes[0])}..{fmt_size(f.fit_sizes[-1])}" if f.fit_sizes else "-"
+        rows.append(
+            [
+                Cell(f.label),
+                Cell(f.variant),
+                Cell(fmt_exponent(f.time_exponent)),
+                Cell(fmt_exponent(f.memory_exponent)),
+                Cell(span),
+                Cell(fmt_size(f.largest_ok) if f.largest_ok is not None else "none", "bad" if f.failed else None),
+                Cell(", ".join(f.failed) or "", "bad" if f.failed else None),
+            ]
+        )
+    name = fits[0].size_name
+    return Table(
+        "scaling: time ~ size^k, memory ~ size^k (least squares in log-log)",
+        ["table", "variant", "time k", "memory k", f"fit over {name}", f"largest {name} that ran", "failed"],
+        rows,
+        ["fitted over the larger half of the sizes that ran; attention: k≈2 is quadratic, k≈1 linear"],
+    )
+
+
+def all_tables(run: RunResult) -> list[Table]:
+    tables = results_tables(run.records)
+    scaling = scaling_table(run.records)
+    return tables + ([scaling] if scaling else [])

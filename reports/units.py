@@ -1,0 +1,53 @@
+"""Display units, chosen in exactly one place. Stored values are always SI."""
+
+from __future__ import annotations
+
+import math
+
+
+def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
+    for scale, unit in steps:
+        if abs(value) >= scale:
+            return f"{value / scale:.{digits}g} {unit}"
+    scale, unit = steps[-1]
+    return f"{value / scale:.{digits}g} {unit}"
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    return _scaled(seconds, [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")])
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return _scaled(float(n), [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
+
+
+def fmt_flops(flop_per_s: float | None) -> str:
+    if flop_per_s is None:
+        return "-"
+    return _scaled(flop_per_s, [(1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"), (1, "FLOP/s")])
+
+
+def fmt_rate(per_s: float | None, unit: str) -> str:
+    if per_s is None:
+        return "-"
+    return _scaled(per_s, [(1e9, f"G{unit}/s"), (1e6, f"M{unit}/s"), (1e3, f"k{unit}/s"), (1, f"{unit}/s")])
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def fmt_exponent(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def fmt_size(n: float) -> str:
+    """A swept value (seq_len, params): plain integer, or with K/M/B above 10k."""
+    if isinstance(n, float) and not n.is_integer():
+        return f"{n:g}"
+    n = int(n)
+    return str(n) if n < 10_000 else _scaled(n, [(1e9, "B"), (1e6, "M"), (1e3, "K")]).replace(" ", "")

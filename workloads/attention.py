@@ -1,0 +1,219 @@
+"""Attention across sequence lengths: naive, SDPA (auto and each pinned backend), and an LSTM.
+
+Shows that attention is parallel over tokens (every implementation but `lstm` processes
+all N positions at once) yet quadratic in N (time for all; memory for `naive`, which
+materializes the (N, N) score matrix that the fused SDPA kernels never store).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .base import Case, SkipCase, Step, make_params
+
+NAME = "attention"
+
+# Pinned SDPA backends (torch.nn.attention.SDPBackend), chosen with sdpa_kernel().
+SDPA_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+IMPLS = ("naive", "sdpa", *SDPA_BACKENDS, "lstm")
+MODES = ("fwd", "fwdbwd")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+ATTENTION_FLOPS = (
+    "FlashAttention convention: forward 4*B*H*N^2*d (QK^T and PV, 2 FLOPs per MAC), "
+    "halved when causal; backward 2.5x forward (fwd+bwd = 3.5x)"
+)
+LSTM_FLOPS = (
+    "LSTM: forward 8*B*N*D*(D_in+D) (4 gates, input and recurrent GEMMs, 2 FLOPs per MAC); "
+    "backward 2x forward (fwd+bwd = 3x)"
+)
+
+
+@dataclass
+class AttentionConfig:
+    """One attention sweep: every (mode, impl, seq_len) combination is a Case."""
+
+    seq_lens: list[int]
+    impls: list[str] = field(default_factory=lambda: ["naive", "sdpa", "lstm"])
+    modes: list[str] = field(default_factory=lambda: ["fwd"])
+    batch: int = 1  # B
+    heads: int = 8  # H; the LSTM's width is D = H * d, the attention model width
+    head_dim: int = 64  # d
+    dtype: str = "auto"  # float32 on CPU, bfloat16 on CUDA
+    causal: bool = False
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    name = DTYPE_ALIASES.get(name, name)
+    if name == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
+    return name
+
+
+def cases(cfg: AttentionConfig, device: torch.device) -> list[Case]:
+    dtype = resolve_dtype(cfg.dtype, device)
+    out = []
+    for mode in cfg.modes:
+        label = (
+            f"attention {mode} · {dtype} · {'causal' if cfg.causal else 'full'} · "
+            f"B={cfg.batch} H={cfg.heads} d={cfg.head_dim}"
+        )
+        for impl in cfg.impls:
+            for n in sorted(set(cfg.seq_lens)):
+                params = make_params(
+                    impl=impl, mode=mode, seq_len=n, batch=cfg.batch, heads=cfg.heads,
+                    head_dim=cfg.head_dim, dtype=dtype, causal=cfg.causal,
+                )
+                out.append(Case(NAME, label, impl, n, "N", params, str(device)))
+    return out
+
+
+def attention_flops(batch: int, heads: int, n: int, head_dim: int, causal: bool, mode: str) -> float:
+    """FLOPs of one call, FlashAttention convention (see ATTENTION_FLOPS)."""
+    fwd = 4.0 * batch * heads * n * n * head_dim
+    if causal:
+        fwd /= 2.0
+    return fwd * (3.5 if mode == "fwdbwd" else 1.0)
+
+
+def lstm_flops(batch: int, n: int, d_in: int, d_hidden: int, mode: str) -> float:
+    """FLOPs of one LSTM call over N steps (see LSTM_FLOPS)."""
+    fwd = 8.0 * batch * n * d_hidden * (d_in + d_hidden)
+    return fwd * (3.0 if mode == "fwdbwd" else 1.0)
+
+
+def naive_attention(q, k, v, causal_mask):
+    """softmax(QK^T / sqrt(d)) V with the (B, H, N, N) scores materialized."""
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, H, N, N)
+    if causal_mask is not None:
+        scores = scores.masked_fill(causal_mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v  # (B, H, N, d)
+
+
+def _with_backward(fwd, grad_out):
+    """fn(*inputs) running forward then backward to every input that requires grad."""
+
+    def fn(*inputs):
+        out = fwd(*inputs)
+        wrt = [x for x in inputs if x.requires_grad] + list(getattr(fwd, "params", []))
+        torch.autograd.grad(out, wrt, grad_out)
+
+    return fn
+
+
+def _forward_only(fwd):
+    def fn(*inputs):
+        with torch.no_grad():
+            fwd(*inputs)
+
+    return fn
+
+
+def _sdpa(backend: SDPBackend | None, causal: bool):
+    def fwd(q, k, v):
+        if backend is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    return fwd
+
+
+def _auto_backend(q, causal: bool) -> str:
+    """Which backend SDPA's dispatcher picks for these inputs (recorded, not enforced)."""
+    try:
+        choice = torch._fused_sdp_choice(q, q, q, None, 0.0, causal)
+        return SDPBackend(choice).name.lower()
+    except (AttributeError, RuntimeError, ValueError):
+        return "unknown"
+
+
+def prepare(case: Case, device: torch.device) -> Step:
+    p = case.p
+    impl, mode, n = p["impl"], p["mode"], p["seq_len"]
+    b, h, d, causal = p["batch"], p["heads"], p["head_dim"], p["causal"]
+    dtype = DTYPES[p["dtype"]]
+    elt = torch.empty((), dtype=dtype).element_size()
+    grad = mode == "fwdbwd"
+    gen = torch.Generator(device=device).manual_seed(0)
+    info: dict = {"dtype": p["dtype"], "flop_convention": ATTENTION_FLOPS}
+
+    if impl == "lstm":
+        width = h * d  # the attention model width D
+        lstm = nn.LSTM(width, width, batch_first=True).to(device=device, dtype=dtype)
+        x = torch.randn(b, n, width, device=device, dtype=dtype, generator=gen)  # (B, N, D)
+
+        def fwd(x):
+            return lstm(x)[0]
+
+        fwd.params = list(lstm.parameters())
+        inputs = (x.requires_grad_(grad),)
+        flops = lstm_flops(b, n, width, width, mode)
+        working = sum(t.numel() * elt for t in (x, *fwd.params))
+        info.update(flop_convention=LSTM_FLOPS, model_width=width)
+        if device.type == "cuda":
+            info["cudnn_rnn"] = torch.backends.cudnn.enabled
+    else:
+        shape = (b, h, n, d)  # (B, H, N, d)
+        q, k, v = (
+            torch.randn(shape, device=device, dtype=dtype, generator=gen).requires_grad_(grad)
+            for _ in range(3)
+        )
+        inputs = (q, k, v)
+        flops = attention_flops(b, h, n, d, causal, mode)
+        working = 4 * q.numel() * elt * (3 if grad else 1)  # q, k, v, out (+ their grads)
+        if impl == "naive":
+            mask = (
+                torch.ones(n, n, dtype=torch.bool, device=device).triu(1) if causal else None
+            )
+
+            def fwd(q, k, v):
+                return naive_attention(q, k, v, mask)
+
+        elif impl == "sdpa":
+            fwd = _sdpa(None, causal)
+            info["sdpa_backend"] = f"auto -> {_auto_backend(q, causal)}"
+        elif impl in SDPA_BACKENDS:
+            fwd = _sdpa(SDPA_BACKENDS[impl], causal)
+            info["sdpa_backend"] = impl
+        else:
+            raise ValueError(f"unknown attention impl '{impl}'")
+
+    grad_out = None
+    if grad:
+        out_shape = (b, n, h * d) if impl == "lstm" else (b, h, n, d)
+        grad_out = torch.randn(out_shape, device=device, dtype=dtype, generator=gen)
+    fn = _with_backward(fwd, grad_out) if grad else _forward_only(fwd)
+    _check_eligible(fn, inputs, impl, device)
+    return Step(fn=fn, inputs=inputs, flops=flops, tokens=b * n, working_set_bytes=working, info=info)
+
+
+def _check_eligible(fn, inputs, impl: str, device: torch.device) -> None:
+    """Run once: a pinned SDPA backend that cannot take this case becomes a skip, with why."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fn(*inputs)
+        except RuntimeError as e:
+            if impl not in SDPA_BACKENDS or "backend" not in str(e).lower():
+                raise
+            why = "; ".join(dict.fromkeys(str(w.message).strip() for w in caught))
+            raise SkipCase(
+                f"SDPA backend '{impl}' cannot run this case on {device.type}"
+                + (f": {why}" if why else f" ({str(e).splitlines()[0]})")
+            ) from None

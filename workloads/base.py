@@ -1,0 +1,109 @@
+"""The contracts between workloads and the runner: Case (what to measure) and Step (one call)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..reports.schema import case_id
+
+
+class SkipCase(Exception):
+    """Raised by a workload's prepare() when a case cannot run here (reason in the message)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """Frozen, hashable description of one measurement.
+
+    Args:
+        workload: registry name of the workload ('attention').
+        label: groups cases into one table (e.g. 'attention fwd float32 causal=False').
+        variant: one series within the table (e.g. the implementation 'sdpa').
+        size: the swept value (e.g. seq_len); larger sizes of a series are skipped after OOM.
+        size_name: display name of the swept value ('N').
+        params: all parameters as sorted (name, value) pairs; they define the id.
+        device: the resolved device string ('cpu', 'cuda:0').
+    """
+
+    workload: str
+    label: str
+    variant: str
+    size: int
+    size_name: str
+    params: tuple[tuple[str, Any], ...]
+    device: str
+
+    @property
+    def p(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def id(self) -> str:
+        return case_id(self.workload, self.p, self.device)
+
+    @property
+    def series(self) -> tuple[str, str, str]:
+        """Cases of one series differ only in size."""
+        return (self.workload, self.label, self.variant)
+
+    @property
+    def name(self) -> str:
+        return f"{self.label} · {self.variant} · {self.size_name}={self.size}"
+
+
+def make_params(**kw: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(kw.items()))
+
+
+@dataclass
+class Step:
+    """One iteration of a workload, ready to run.
+
+    Args:
+        fn: called as fn(*inputs) by run(); its result is dropped.
+        inputs: tensors for one call; rotate() makes copies to cycle through.
+        flops: analytic FLOPs of one call (convention in info['flop_convention']).
+        tokens: tokens processed by one call.
+        working_set_bytes: bytes one call must read at least (inputs, weights) for L2 policy.
+        info: which code path runs (backend, dtype, ...), stored in the record.
+        teardown: optional cleanup.
+    """
+
+    fn: Callable[..., Any]
+    inputs: tuple[Any, ...]
+    flops: float
+    tokens: int
+    working_set_bytes: int
+    info: dict[str, Any] = field(default_factory=dict)
+    teardown: Callable[[], None] | None = None
+    _sets: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
+    _i: int = 0
+
+    def run(self) -> None:
+        if self._sets:
+            inputs = self._sets[self._i]
+            self._i = (self._i + 1) % len(self._sets)
+        else:
+            inputs = self.inputs
+        self.fn(*inputs)
+
+    def rotate(self, n: int) -> None:
+        """Cycle through n distinct input sets (copies of the first) on successive calls."""
+
+        def copy(x: Any) -> Any:
+            if isinstance(x, torch.Tensor):
+                return x.detach().clone().requires_grad_(x.requires_grad)
+            return x
+
+        self._sets = [self.inputs] + [tuple(copy(x) for x in self.inputs) for _ in range(n - 1)]
+        self._i = 0
+
+    def close(self) -> None:
+        if self.teardown is not None:
+            self.teardown()
+        self._sets = []
+        self.inputs = ()
