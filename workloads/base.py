@@ -69,6 +69,8 @@ class Step:
         flops: analytic FLOPs of one call (convention in info['flop_convention']).
         tokens: tokens processed by one call.
         working_set_bytes: bytes one call must read at least (inputs, weights) for L2 policy.
+        bytes_moved: ideal memory traffic of one call (each input read once, each output
+            written once), for arithmetic intensity and bandwidth floors; None if unknown.
         info: which code path runs (backend, dtype, ...), stored in the record.
         teardown: optional cleanup.
     """
@@ -78,6 +80,7 @@ class Step:
     flops: float
     tokens: int
     working_set_bytes: int
+    bytes_moved: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
     teardown: Callable[[], None] | None = None
     _sets: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
