@@ -9,7 +9,7 @@ from pathlib import Path
 from ..reports.store import RESULTS_NAME, load_results
 from ..reports.terminal import render
 from ..workloads.base import Case
-from ..workloads.runner import RunOptions, run_plan
+from ..workloads.runner import RunOptions, pending_cases, run_plan
 from .console import SweepProgress, make_console
 from .status import ExitStatus
 
@@ -26,13 +26,12 @@ def run_sweep(command: str, cases: list[Case], out: Path | None, opts: RunOption
     console = make_console()
     run_dir = out or default_run_dir(command)
     path = run_dir / RESULTS_NAME
-    console.print(f"xfbench {command}: {len(cases)} cases -> {path}", markup=False)
+    todo = pending_cases(cases, path) if resume else cases
+    done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
+    console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
     try:
         with SweepProgress(console) as progress:
-            records = run_plan(
-                cases, path, command=command, argv=sys.argv[1:], opts=opts,
-                progress=progress, resume=resume,
-            )
+            records = run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished cases are in {path}", markup=False)
         return ExitStatus.INTERRUPTED

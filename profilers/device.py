@@ -24,7 +24,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise BadInput(f"unknown device '{name}' (use cpu, cuda, cuda:N or auto)") from None
+        raise BadInput(f"--device: unknown device '{name}' (use cpu, cuda, cuda:N or auto)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             built = "without CUDA" if torch.version.cuda is None else f"with CUDA {torch.version.cuda}"

@@ -148,6 +148,7 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     try:
-        yield f"RLIMIT_AS = address space now + {limit_bytes} B"
+        # Allocations that fail inside glibc make timings under this cap unrepresentative.
+        yield f"RLIMIT_AS = address space now + {limit_bytes} B (timings under a CPU cap are not representative)"
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))

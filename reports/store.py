@@ -56,10 +56,22 @@ class ResultsWriter:
 
 
 def _terminate_partial_line(path: Path) -> None:
-    """A crash mid-write can leave a last line without newline; end it so appends stay valid."""
-    with open(path, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) != b"\n":
+    """Make the file end on a complete line before appending.
+
+    A run killed mid-write can leave a last line that is cut short: it is truncated away
+    (a partial record cannot be recovered, and left in place it would sit mid-file after
+    the next append). A complete last line that only lacks its newline gets one.
+    """
+    data = path.read_bytes()
+    body, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    try:
+        json.loads(last)
+    except ValueError:
+        with open(path, "rb+") as fh:
+            fh.truncate(len(body) + 1 if body else 0)
+        return
+    if not data.endswith(b"\n"):
+        with open(path, "ab") as fh:
             fh.write(b"\n")
 
 

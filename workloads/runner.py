@@ -132,7 +132,7 @@ def run_cases(
     records = []
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
     malloc = fix_malloc_policy() if device.type == "cpu" else None
-    with memory_cap(device, opts.mem_limit_bytes):
+    with memory_cap(device, opts.mem_limit_bytes) as cap:
         for i, case in enumerate(cases):
             progress.start(case, i, len(cases))
             t0, started = time.perf_counter(), _now()
@@ -143,10 +143,10 @@ def run_cases(
                 )
             else:
                 rec, oom = _run_one(case, opts)
-            if malloc and rec.status == "ok":
-                rec.info["cpu_malloc"] = malloc
                 if oom:
                     oom_at[case.series] = min(case.size, oom_at.get(case.series, case.size))
+            if rec.status == "ok":
+                rec.info.update(cpu_malloc=malloc, mem_limit=cap)
             rec.started_utc, rec.wall_s = started, time.perf_counter() - t0
             sink(rec)
             records.append(rec)
@@ -158,6 +158,15 @@ def run_cases(
 DONE_STATUSES = ("ok", "oom", "skipped")
 
 
+def pending_cases(cases: Iterable[Case], results_path: Path) -> list[Case]:
+    """The cases without a finished record in `results_path` (all of them if it is absent)."""
+    cases = list(cases)
+    if not results_path.exists():
+        return cases
+    done = {r.case_id for r in load_results(results_path).records if r.status in DONE_STATUSES}
+    return [c for c in cases if c.id not in done]
+
+
 def run_plan(
     cases: Iterable[Case],
     results_path: Path,
@@ -166,17 +175,11 @@ def run_plan(
     argv: list[str] | None = None,
     opts: RunOptions = RunOptions(),
     progress: Progress | None = None,
-    resume: bool = False,
 ) -> list[Record]:
     """Run a plan into a results file (header first, then one line per case as it ends).
 
-    With `resume`, cases whose id already has a finished record in the file are skipped.
     Returns the records measured by this call.
     """
-    cases = list(cases)
-    if resume and results_path.exists():
-        done = {r.case_id for r in load_results(results_path).records if r.status in DONE_STATUSES}
-        cases = [c for c in cases if c.id not in done]
     if opts.threads:
         torch.set_num_threads(opts.threads)
     header = Header(

@@ -1,0 +1,26 @@
+"""Shared test helpers: run the real CLI in-process (CliRunner) or as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+XFBENCH = str(Path(sys.executable).parent / "xfbench")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep calibration caches and run folders out of the user's home and the checkout."""
+    monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed console script in a fresh process."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [XFBENCH, *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )

@@ -1,0 +1,99 @@
+"""The attention workload: analytic FLOPs, correctness of each implementation, skips, cases."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xfbench.profilers.device import cache_policy
+from xfbench.workloads.attention import (
+    AttentionConfig,
+    attention_flops,
+    cases,
+    lstm_flops,
+    naive_attention,
+    prepare,
+)
+from xfbench.workloads.base import SkipCase
+
+CPU = torch.device("cpu")
+
+
+def test_flops_flashattention_convention():
+    # 4 * B * H * N^2 * d
+    assert attention_flops(2, 8, 1024, 64, causal=False, mode="fwd") == 4 * 2 * 8 * 1024**2 * 64
+    assert attention_flops(2, 8, 1024, 64, causal=True, mode="fwd") == 2 * 2 * 8 * 1024**2 * 64
+    assert attention_flops(1, 16, 8192, 128, causal=False, mode="fwdbwd") == 3.5 * 4 * 16 * 8192**2 * 128
+
+
+def test_lstm_flops():
+    # 8 * B * N * D * (D_in + D): 4 gates x (input + recurrent) GEMMs x 2 FLOPs per MAC
+    assert lstm_flops(1, 100, 512, 512, "fwd") == 8 * 100 * 512 * 1024
+    assert lstm_flops(1, 100, 512, 512, "fwdbwd") == 3 * 8 * 100 * 512 * 1024
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_naive_matches_sdpa(causal):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 96, 32, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.ones(96, 96, dtype=torch.bool).triu(1) if causal else None
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    torch.testing.assert_close(naive_attention(q, k, v, mask), ref)
+
+
+def cfg(**kw):
+    base = dict(seq_lens=[64, 32], impls=["naive", "sdpa", "lstm"], modes=["fwd"], heads=2, head_dim=16)
+    return AttentionConfig(**{**base, **kw})
+
+
+def test_cases_are_ordered_series_with_stable_ids():
+    cs = cases(cfg(modes=["fwd", "fwdbwd"]), CPU)
+    assert len(cs) == 2 * 3 * 2
+    assert [(c.variant, c.size) for c in cs[:3]] == [("naive", 32), ("naive", 64), ("sdpa", 32)]
+    assert len({c.id for c in cs}) == len(cs)
+    assert cases(cfg(modes=["fwd", "fwdbwd"]), CPU)[0].id == cs[0].id
+    assert cs[0].p["dtype"] == "float32"  # auto on CPU
+
+
+@pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])
+@pytest.mark.parametrize("impl", ["naive", "sdpa", "math", "lstm"])
+def test_every_cpu_impl_prepares_and_runs(impl, mode):
+    case = next(c for c in cases(cfg(impls=[impl], modes=[mode], causal=True), CPU) if c.size == 32)
+    step = prepare(case, CPU)
+    step.run()
+    assert step.tokens == 32
+    assert step.flops > 0 and step.working_set_bytes > 0
+    assert "flop_convention" in step.info
+    if impl == "sdpa":
+        assert step.info["sdpa_backend"].startswith("auto -> ")
+
+
+def test_fwdbwd_produces_gradients_for_every_input():
+    case = next(c for c in cases(cfg(impls=["naive"], modes=["fwdbwd"]), CPU) if c.size == 32)
+    step = prepare(case, CPU)
+    q, k, v = step.inputs
+    assert all(t.requires_grad for t in (q, k, v))
+    step.run()
+    assert q.grad is None  # autograd.grad returns gradients instead of accumulating them
+
+
+def test_cpu_ineligible_pinned_backend_is_a_skip_with_reason():
+    case = next(c for c in cases(cfg(impls=["efficient"]), CPU))
+    with pytest.raises(SkipCase, match="SDPA backend 'efficient' cannot run this case on cpu"):
+        prepare(case, CPU)
+
+
+def test_rotate_cycles_distinct_input_copies():
+    case = cases(cfg(impls=["sdpa"]), CPU)[0]
+    step = prepare(case, CPU)
+    step.rotate(3)
+    assert len(step._sets) == 3
+    assert step._sets[1][0].data_ptr() != step._sets[0][0].data_ptr()
+    torch.testing.assert_close(step._sets[1][0], step._sets[0][0])
+    for _ in range(4):
+        step.run()
+    assert step._i == 1
+
+
+def test_cache_policy_on_cpu_does_not_rotate():
+    p = cache_policy(CPU, 1024)
+    assert p.input_sets == 1 and "cpu" in p.description

@@ -1,0 +1,58 @@
+"""Statistics on literal samples, with exact expected values."""
+
+import math
+
+import pytest
+
+from xfbench.profilers.stats import MIN_SAMPLES_FOR_CI, median_ci_ranks, quantile, summarize
+
+
+def test_quantile_matches_numpy_linear_method():
+    xs = [1.0, 2.0, 3.0, 4.0]
+    assert quantile(xs, 0.5) == 2.5
+    assert quantile(xs, 0.1) == pytest.approx(1.3)
+    assert quantile(xs, 0.9) == pytest.approx(3.7)
+    assert quantile([5.0], 0.9) == 5.0
+
+
+def test_median_ci_ranks_exact_binomial():
+    # Textbook ranks for a 95% CI of the median: n=10 -> (2, 9), n=20 -> (6, 15), n=6 -> (1, 6).
+    assert median_ci_ranks(10) == (2, 9)
+    assert median_ci_ranks(20) == (6, 15)
+    assert median_ci_ranks(6) == (1, 6)
+    # Too few samples for 95%: the whole range.
+    assert median_ci_ranks(MIN_SAMPLES_FOR_CI - 1) == (1, 5)
+
+
+def test_median_ci_ranks_large_n_is_symmetric_and_tight():
+    lo, hi = median_ci_ranks(1000)
+    assert lo + hi == 1001
+    assert 468 <= lo <= 470  # 500 - 1.96 * sqrt(1000) / 2 = 469.0
+
+
+def test_summarize_literal_samples():
+    s = summarize([10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+    assert s.n == 10
+    assert s.median == 5.5
+    assert s.mean == 5.5
+    assert (s.min, s.max) == (1.0, 10.0)
+    assert s.p10 == pytest.approx(1.9)
+    assert s.p90 == pytest.approx(9.1)
+    assert s.iqr == pytest.approx(7.75 - 3.25)
+    assert (s.ci_low, s.ci_high) == (2.0, 9.0)
+    assert s.ci_rel == pytest.approx(3.5 / 5.5)
+    assert s.iqr_over_median == pytest.approx(4.5 / 5.5)
+
+
+def test_summarize_constant_samples_have_zero_spread():
+    s = summarize([2.0] * 12)
+    assert s.ci_rel == 0.0 and s.iqr == 0.0 and s.median == 2.0
+
+
+def test_summarize_rejects_empty():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_zero_median_gives_infinite_relative_spread():
+    assert math.isinf(summarize([0.0] * 6).ci_rel)
