@@ -15,7 +15,7 @@ def env(
     """Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM and whether NVML is usable."""
     from ..profilers.env import collect_environment, git_info
     from ..reports.environment import environment_table
-    from ..reports.terminal import to_rich
+    from ..reports.terminal import print_table
     from .console import make_console
 
     info = collect_environment()
@@ -23,5 +23,5 @@ def env(
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
     else:
-        make_console().print(to_rich(environment_table(info)))
+        print_table(environment_table(info), make_console())
     return ExitStatus.OK

@@ -27,12 +27,6 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-def _short(reason: str | None, limit: int = 40) -> str:
-    if not reason:
-        return ""
-    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
-
-
 def result_cell(r: Record | None) -> Cell:
     """Median time ±CI, throughput and peak memory of one record; its status otherwise."""
     if r is None:
@@ -40,9 +34,9 @@ def result_cell(r: Record | None) -> Cell:
     if r.status == "oom":
         return Cell("OOM", "bad")
     if r.status == "error":
-        return Cell(f"error: {_short(r.reason)}", "bad")
+        return Cell("error (see below)", "bad")
     if r.status == "skipped":
-        return Cell(f"skipped: {_short(r.reason)}", "dim")
+        return Cell("skipped (see below)", "dim")
     t = r.time
     lines = [f"{fmt_time(t.median_s)} ±{100 * t.ci_rel:.1f}%", fmt_flops(r.metrics.get("flop_per_s"))]
     if r.memory is not None:
@@ -67,14 +61,17 @@ def results_tables(records: list[Record]) -> list[Table]:
         methods = sorted({r.memory.method for r in recs if r.memory is not None})
         notes = [
             "cell: median time per call ±95% CI of the median (relative) · "
-            "FLOP/s from analytic FLOPs · peak memory above baseline"
+            "FLOP/s = analytic FLOPs / median · peak memory above baseline"
             + (f" ({', '.join(methods)})" if methods else ""),
             *(f"FLOPs: {c}" for c in conventions),
         ]
+        for variant, reason in dict.fromkeys((r.variant, r.reason) for r in recs if r.status != "ok"):
+            notes.append(f"{variant}: {reason}")
         warned = sorted({w for r in recs for w in r.warnings})
         if warned:
             notes.append(f"highlighted cells carry warnings: {', '.join(warned)}")
-        tables.append(Table(label, [recs[0].size_name, *variants], rows, notes))
+        title = f"{label} — median time/call ±95% CI · FLOP/s · peak memory"
+        tables.append(Table(title, [recs[0].size_name, *variants], rows, notes))
     return tables
 
 

@@ -14,13 +14,12 @@ STYLES = {"bad": "bold red", "warn": "yellow", "dim": "dim", None: ""}
 
 
 def to_rich(t: Table) -> RichTable:
-    rt = RichTable(title=t.title, box=box.SIMPLE_HEAVY, title_justify="left", caption_justify="left")
+    """The table body; print_table adds title and notes at full width (rich wraps them to the table)."""
+    rt = RichTable(box=box.SIMPLE_HEAVY)
     for i, c in enumerate(t.columns):
         rt.add_column(c, justify="right" if i == 0 else "left", no_wrap=i == 0)
     for row in t.rows:
         rt.add_row(*[Text(c.text, style=STYLES[c.style]) for c in row])
-    if t.notes:
-        rt.caption = Text("\n".join(t.notes))
     return rt
 
 
@@ -29,4 +28,12 @@ def render(run: RunResult, console: Console) -> None:
     for note in run.notes:
         console.print(Text(f"note: {note}", style="yellow"))
     for t in all_tables(run):
-        console.print(to_rich(t))
+        print_table(t, console)
+
+
+def print_table(t: Table, console: Console) -> None:
+    console.print(Text(t.title, style="bold"))
+    console.print(to_rich(t))
+    for note in t.notes:
+        console.print(Text(note, style="dim"))
+    console.print()

@@ -78,7 +78,7 @@ def test_fwdbwd_produces_gradients_for_every_input():
 
 def test_cpu_ineligible_pinned_backend_is_a_skip_with_reason():
     case = next(c for c in cases(cfg(impls=["efficient"]), CPU))
-    with pytest.raises(SkipCase, match="SDPA backend 'efficient' cannot run this case on cpu"):
+    with pytest.raises(SkipCase, match="SDPA backend 'efficient' has no kernel for this case on cpu"):
         prepare(case, CPU)
 
 
