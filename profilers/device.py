@@ -64,10 +64,14 @@ class CachePolicy:
 
 def cache_policy(device: torch.device, working_set_bytes: int) -> CachePolicy:
     """Rotate over several input sets when one set fits in the device's L2 cache."""
-    l2 = l2_cache_bytes(device)
-    if l2 is None:
+    return plan_rotation(l2_cache_bytes(device), working_set_bytes)
+
+
+def plan_rotation(l2_bytes: int | None, working_set_bytes: int) -> CachePolicy:
+    """Pure policy: enough input sets to span L2_ROTATE_SPAN x L2, capped at MAX_INPUT_SETS."""
+    if l2_bytes is None:
         return CachePolicy(1, "none (cpu)")
-    if working_set_bytes <= 0 or working_set_bytes > l2:
-        return CachePolicy(1, f"none (working set {working_set_bytes} B > L2 {l2} B)")
-    sets = min(MAX_INPUT_SETS, math.ceil(L2_ROTATE_SPAN * l2 / working_set_bytes))
-    return CachePolicy(sets, f"rotate {sets} input sets (working set {working_set_bytes} B <= L2 {l2} B)")
+    if working_set_bytes <= 0 or working_set_bytes > l2_bytes:
+        return CachePolicy(1, f"none (working set {working_set_bytes} B > L2 {l2_bytes} B)")
+    sets = min(MAX_INPUT_SETS, math.ceil(L2_ROTATE_SPAN * l2_bytes / working_set_bytes))
+    return CachePolicy(sets, f"rotate {sets} input sets (working set {working_set_bytes} B <= L2 {l2_bytes} B)")
