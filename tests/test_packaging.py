@@ -9,10 +9,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_holds_only_the_xfbench_package(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
+    out = subprocess.run([*cmd, str(ROOT)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     (wheel,) = tmp_path.glob("xfbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
