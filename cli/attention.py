@@ -42,15 +42,30 @@ def attention(
         None, "--mem-limit", help="Cap memory beyond the start, e.g. 2GiB: cases past it become OOM records."
     ),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Run the separate peak-memory pass."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate",
+        help="Measure MFU and roofline against this machine's calibrated peaks (cached per machine).",
+    ),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
+    peak_tflops: float | None = typer.Option(
+        None, "--peak-tflops", help="Your peak in TFLOP/s for mfu_spec (replaces the spec sheet; e.g. unknown GPUs)."
+    ),
+    telemetry: bool = typer.Option(
+        True, "--telemetry/--no-telemetry", help="Sample NVML (energy, power, clocks) around each timed window."
+    ),
+    idle_baseline: bool = typer.Option(
+        False, "--idle-baseline", help="Measure idle GPU power once and subtract it from energy."
+    ),
     fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
 ) -> ExitStatus:
     """Time and memory of attention across sequence lengths: parallel, yet quadratic."""
-    from .parse import parse_bytes, parse_choices, parse_int_sweep
+    from .parse import parse_bytes, parse_choices, parse_int_sweep, parse_peak_tflops
 
     lens = parse_int_sweep(seq_lens, "--seq-lens")
     impls = parse_choices(impl, IMPL_CHOICES, "--impl")
     modes = parse_choices(mode, MODE_CHOICES, "--mode")
     cap = parse_bytes(mem_limit, "--mem-limit") if mem_limit else None
+    peak = parse_peak_tflops(peak_tflops)
 
     from ..profilers.device import resolve_device
     from ..profilers.timer import TimerPolicy
@@ -72,5 +87,8 @@ def attention(
     opts = RunOptions(
         policy=TimerPolicy(target_ci_rel=target_ci, max_time_s=max_time),
         threads=threads, measure_memory=memory, mem_limit_bytes=cap, fake_clock=fake_clock,
+        peak_flops_override=peak, telemetry=telemetry, idle_baseline=idle_baseline,
     )
-    return run_sweep("attention", cases(cfg, dev), out, opts, resume)
+    return run_sweep(
+        "attention", cases(cfg, dev), out, opts, resume, calibrate=calibrate, recalibrate=recalibrate
+    )

@@ -1,4 +1,4 @@
-"""`xfbench env`: the software and hardware a measurement would run on."""
+"""`xfbench env`: the software and hardware a measurement would run on, and its measured peaks."""
 
 from __future__ import annotations
 
@@ -11,17 +11,42 @@ from .status import ExitStatus
 
 def env(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="Show measured matmul peaks per dtype and copy bandwidth (cached per machine)."
+    ),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
+    device: str = typer.Option("auto", "--device", help="Device to calibrate: cpu, cuda, cuda:N or auto."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="torch intra-op threads to calibrate at [default: torch's]."
+    ),
+    peak_tflops: float | None = typer.Option(None, "--peak-tflops", help="Your peak in TFLOP/s, shown beside."),
 ) -> ExitStatus:
-    """Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM and whether NVML is usable."""
+    """Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM, NVML; with --calibrate, measured peaks."""
+    from .parse import parse_peak_tflops
+
+    peak = parse_peak_tflops(peak_tflops)
+
     from ..profilers.env import collect_environment, git_info
     from ..reports.environment import environment_table
     from ..reports.terminal import print_table
     from .console import make_console
 
-    info = collect_environment()
+    report = None
+    if calibrate or recalibrate:
+        from ..profilers.calibrate import calibration_report, load_or_calibrate
+        from ..profilers.device import resolve_device
+
+        res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate)
+        report = calibration_report(res, peak)
+    info = collect_environment(calibration=report)
     info["git"] = git_info()
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
-    else:
-        print_table(environment_table(info), make_console())
+        return ExitStatus.OK
+    console = make_console()
+    print_table(environment_table(info), console)
+    if report is not None:
+        from ..reports.calibration import calibration_table
+
+        print_table(calibration_table(report), console)
     return ExitStatus.OK

@@ -14,12 +14,13 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from .. import __version__
 from ..reports.errors import BadInput
-from . import attention, env
+from . import attention, doctor, env
 from .status import ExitStatus
 
 # Registry: command name -> function. Adding a command is one module plus one line here.
 COMMANDS = {
     "attention": attention.attention,
+    "doctor": doctor.doctor,
     "env": env.env,
 }
 

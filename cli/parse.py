@@ -84,3 +84,12 @@ def parse_bytes(text: str, option: str) -> int:
     if value <= 0:
         raise BadInput(f"{option}: '{text}' must be more than 0 bytes")
     return value
+
+
+def parse_peak_tflops(value: float | None, option: str = "--peak-tflops") -> float | None:
+    """A user's peak in TFLOP/s -> FLOP/s; it must be a positive, finite number."""
+    if value is None:
+        return None
+    if not (value > 0 and value != float("inf")):  # also rejects NaN
+        raise BadInput(f"{option}: must be a positive number of TFLOP/s, got {value:g}")
+    return value * 1e12

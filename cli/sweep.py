@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rich.console import Console
+
+from ..reports.schema import RunResult
 from ..reports.store import RESULTS_NAME, load_results
-from ..reports.terminal import render
+from ..reports.tables import Table
+from ..reports.terminal import print_table, render
 from ..workloads.base import Case
 from ..workloads.runner import RunOptions, pending_cases, run_plan
 from .console import SweepProgress, make_console
@@ -21,14 +27,50 @@ def default_run_dir(command: str) -> Path:
     return Path("runs") / f"{stamp}-{command}"
 
 
-def run_sweep(command: str, cases: list[Case], out: Path | None, opts: RunOptions, resume: bool) -> ExitStatus:
-    """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code."""
+def with_peaks(opts: RunOptions, cases: list[Case], console: Console, recalibrate: bool = False) -> RunOptions:
+    """Load (or measure, once, before the sweep) the peaks for the cases' device, dtypes and threads."""
+    from ..profilers.calibrate import dtypes_for, load_or_calibrate, to_peaks
+    from ..profilers.device import resolve_device
+    from ..reports.units import fmt_flops, fmt_rate
+
+    device = resolve_device(cases[0].device)
+    dtypes = dtypes_for({c.p.get("dtype") for c in cases}, device)
+    res = load_or_calibrate(device, threads=opts.threads, dtypes=dtypes, recalibrate=recalibrate)
+    cal = res.calibration
+    figures = ", ".join(f"{d} {fmt_flops(cal.peak(d))}" for d in dtypes)
+    how = "cached" if res.reused else f"measured in {res.elapsed_s:.1f} s"
+    console.print(
+        f"calibration ({how}, {cal.threads} threads): {figures}, copy {fmt_rate(cal.copy_bytes_per_s, 'B')}"
+        f" [{res.path}]",
+        markup=False,
+    )
+    for note in res.notes:
+        console.print(f"note: {note}", markup=False)
+    return replace(opts, peaks=to_peaks(res))
+
+
+def run_sweep(
+    command: str, cases: list[Case], out: Path | None, opts: RunOptions, resume: bool,
+    extra_tables: Callable[[RunResult], list[Table]] | None = None,
+    calibrate: bool = True,
+    recalibrate: bool = False,
+) -> ExitStatus:
+    """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code.
+
+    `extra_tables` makes a command's own tables from the run; they print after the generic ones.
+    With `calibrate` the measured peaks (cached per machine) are loaded or measured once,
+    before the first case, unless the clock is fake or `opts` already carries peaks.
+    """
     console = make_console()
     run_dir = out or default_run_dir(command)
     path = run_dir / RESULTS_NAME
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
+    if todo and (calibrate or recalibrate) and not opts.fake_clock and opts.peaks is None:
+        if path.exists():
+            load_results(path)  # a bad --out fails now, not after seconds of calibration
+        opts = with_peaks(opts, todo, console, recalibrate)
     try:
         with SweepProgress(console) as progress:
             records = run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
@@ -37,6 +79,8 @@ def run_sweep(command: str, cases: list[Case], out: Path | None, opts: RunOption
         return ExitStatus.INTERRUPTED
     run = load_results(path)  # every report is a function of the results file
     render(run, console)
+    for table in extra_tables(run) if extra_tables else []:
+        print_table(table, console)
     failed = [r for r in records if r.status in FAILED]
     console.print(f"results: {path}", markup=False)
     if failed:

@@ -72,9 +72,14 @@ def cuda_devices() -> list[dict[str, Any]]:
     return out
 
 
-def collect_environment() -> dict[str, Any]:
-    """Everything that can change a measurement: software, hardware, threads, NVML."""
+def collect_environment(calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything that can change a measurement: software, hardware, threads, NVML.
+
+    `calibration` is the summary of the peaks a sweep is measured against (None: none used).
+    """
     vm = psutil.virtual_memory()
+    nvml = nvml_status()
+    devices = cuda_devices()
     nccl = None
     if torch.cuda.is_available() and hasattr(torch.cuda, "nccl"):
         try:
@@ -90,7 +95,8 @@ def collect_environment() -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "nccl": nccl,
         "cuda_available": torch.cuda.is_available(),
-        "cuda_devices": cuda_devices(),
+        "cuda_devices": devices,
+        "device_uuids": [d["uuid"] for d in devices] or [d["uuid"] for d in nvml.devices],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "cpu_model": cpu_model(),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
@@ -100,5 +106,8 @@ def collect_environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "ram_bytes": vm.total,
-        "nvml": asdict(nvml_status()),
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "driver_version": nvml.driver_version,
+        "nvml": asdict(nvml),
+        "calibration": calibration,
     }

@@ -11,6 +11,7 @@ class NvmlStatus:
     reason: str | None = None
     driver_version: str | None = None
     device_count: int | None = None
+    devices: tuple[dict, ...] = ()  # NVML index, name and UUID of every GPU (NVML ignores CUDA_VISIBLE_DEVICES)
 
 
 def nvml_status() -> NvmlStatus:
@@ -30,7 +31,18 @@ def nvml_status() -> NvmlStatus:
         count = pynvml.nvmlDeviceGetCount()
         if isinstance(driver, bytes):
             driver = driver.decode()
-        return NvmlStatus(True, None, driver, count)
+        devices = []
+        for i in range(count):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            name, uuid = pynvml.nvmlDeviceGetName(h), pynvml.nvmlDeviceGetUUID(h)
+            devices.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
+                }
+            )
+        return NvmlStatus(True, None, driver, count, tuple(devices))
     except pynvml.NVMLError as e:
         return NvmlStatus(False, f"NVML query failed: {e}")
     finally:

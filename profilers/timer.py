@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -124,8 +125,14 @@ class Runnable(Protocol):
     def run(self) -> object: ...
 
 
-def measure_time(step: Runnable, policy: TimerPolicy, clock: Clock) -> TimeStats:
-    """Warm up `step`, then time windows of it until the CI target or the cap."""
+def measure_time(
+    step: Runnable, policy: TimerPolicy, clock: Clock, window: AbstractContextManager | None = None
+) -> TimeStats:
+    """Warm up `step`, then time windows of it until the CI target or the cap.
+
+    `window` (e.g. a telemetry sampler) is entered right before the first timed window and
+    exited right after the last, so it brackets exactly the timed phase, not the warm-up.
+    """
     warm: list[float] = []
     t_begin = time.perf_counter()
     while True:
@@ -143,21 +150,22 @@ def measure_time(step: Runnable, policy: TimerPolicy, clock: Clock) -> TimeStats
     calls = max(1, math.ceil(policy.min_window_s / per_call)) if per_call > 0 else 1
     min_samples = max(policy.min_samples, MIN_SAMPLES_FOR_CI)
     samples: list[float] = []
-    t0 = time.perf_counter()
     converged = False
-    while True:
-        clock.start()
-        for _ in range(calls):
-            step.run()
-        samples.append(clock.stop(calls) / calls)
-        n = len(samples)
-        spent = time.perf_counter() - t0
-        check = n >= min_samples and (n < 100 or n % 10 == 0)  # summarizing is O(n log n)
-        if check and summarize(samples).ci_rel <= policy.target_ci_rel:
-            converged = True
-            break
-        if n >= policy.max_samples or (spent >= policy.max_time_s and n >= MIN_SAMPLES_AT_CAP):
-            break
+    with window if window is not None else nullcontext():
+        t0 = time.perf_counter()
+        while True:
+            clock.start()
+            for _ in range(calls):
+                step.run()
+            samples.append(clock.stop(calls) / calls)
+            n = len(samples)
+            spent = time.perf_counter() - t0
+            check = n >= min_samples and (n < 100 or n % 10 == 0)  # summarizing is O(n log n)
+            if check and summarize(samples).ci_rel <= policy.target_ci_rel:
+                converged = True
+                break
+            if n >= policy.max_samples or (spent >= policy.max_time_s and n >= MIN_SAMPLES_AT_CAP):
+                break
     s = summarize(samples)
     return TimeStats(
         n=s.n,

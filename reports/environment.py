@@ -33,7 +33,8 @@ def environment_table(env: dict[str, Any]) -> Table:
             (
                 f"cuda:{d['index']}",
                 f"{d['name']} · {fmt_bytes(d['total_memory_bytes'])} · cc {d['compute_capability']}"
-                f" · {d['multiprocessors']} SMs · L2 {fmt_bytes(d.get('l2_cache_bytes'))}",
+                f" · {d['multiprocessors']} SMs · L2 {fmt_bytes(d.get('l2_cache_bytes'))}"
+                + (f" · {d['uuid']}" if d.get("uuid") else ""),
             )
         )
     rows.append(
@@ -44,6 +45,11 @@ def environment_table(env: dict[str, Any]) -> Table:
             else f"not usable: {nv.get('reason')}",
         )
     )
+    if env.get("load_avg"):
+        rows.append(("load average (1 / 5 / 15 min)", " / ".join(f"{x:.2f}" for x in env["load_avg"])))
+    cal = env.get("calibration")
+    if cal:
+        rows.append(("calibration", cal.get("path") or cal.get("source")))
     git = env.get("git")
     if git:
         rows.append(("git", f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}"))

@@ -81,6 +81,12 @@ class Record(BaseModel):
         default_factory=dict, description="which code path ran: backend, cache policy, threads"
     )
     warnings: list[str] = Field(default_factory=list)
+    telemetry: dict[str, Any] | None = Field(
+        None,
+        description="device telemetry of the timed window: NVML energy, power, clocks, throttle reasons, "
+        "GPU memory side by side, CPU contention (keys: profilers.telemetry.TELEMETRY_KEYS); "
+        "every figure None with a reason where unavailable",
+    )
     started_utc: str | None = None
     wall_s: float | None = Field(None, description="wall time spent on this case, all passes")
 
@@ -98,6 +104,9 @@ class Header(BaseModel):
     argv: list[str] = Field(default_factory=list)
     git: dict[str, Any] = Field(default_factory=dict)
     environment: dict[str, Any] = Field(default_factory=dict)
+    warning_hints: dict[str, str] = Field(
+        default_factory=dict, description="warning code -> what to do, so reports need no lookup"
+    )
 
 
 class RunResult(BaseModel):

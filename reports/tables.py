@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .scaling import fit_series
 from .schema import Record, RunResult
-from .units import fmt_bytes, fmt_exponent, fmt_flops, fmt_size, fmt_time
+from .units import fmt_bytes, fmt_energy, fmt_exponent, fmt_flops, fmt_size, fmt_time
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,30 @@ def result_cell(r: Record | None) -> Cell:
     lines = [f"{fmt_time(t.median_s)} ±{100 * t.ci_rel:.1f}%", fmt_flops(r.metrics.get("flop_per_s"))]
     if r.memory is not None:
         lines.append(fmt_bytes(r.memory.peak_bytes))
+    mfu = r.metrics.get("mfu_measured")
+    if mfu is not None:
+        lines.append(f"{mfu:.2f} of peak")
+    j_per_token = r.metrics.get("j_per_token")
+    if j_per_token is not None:
+        lines.append(f"{fmt_energy(j_per_token)}/token")
     return Cell("\n".join(lines), "warn" if r.warnings else None)
 
 
-def results_tables(records: list[Record]) -> list[Table]:
-    """One table per label: rows are sizes, columns are variants."""
+def _peak_note(recs: list[Record]) -> str | None:
+    """What 'of peak' divides by, from the records themselves."""
+    peaks = {
+        (r.info.get("peak_dtype"), r.metrics.get("peak_measured_flop_per_s"))
+        for r in recs
+        if r.metrics.get("mfu_measured") is not None
+    }
+    if not peaks:
+        return None
+    which = ", ".join(f"{d} {fmt_flops(p)}" for d, p in sorted(peaks, key=str))
+    return f"of peak: FLOP/s / this machine's calibrated dense matmul peak ({which}; measured, not spec)"
+
+
+def results_tables(records: list[Record], hints: dict[str, str] | None = None) -> list[Table]:
+    """One table per label: rows are sizes, columns are variants; `hints` explain warning codes."""
     by_label: dict[str, list[Record]] = {}
     for r in records:
         by_label.setdefault(r.label, []).append(r)
@@ -67,9 +86,15 @@ def results_tables(records: list[Record]) -> list[Table]:
         ]
         for variant, reason in dict.fromkeys((r.variant, r.reason) for r in recs if r.status != "ok"):
             notes.append(f"{variant}: {reason}")
+        peak = _peak_note(recs)
+        if peak:
+            notes.append(peak)
+        if any(r.metrics.get("j_per_token") is not None for r in recs):
+            notes.append("energy per token: NVML board energy counter over the timed window / tokens")
         warned = sorted({w for r in recs for w in r.warnings})
         if warned:
             notes.append(f"highlighted cells carry warnings: {', '.join(warned)}")
+            notes.extend(f"  {w}: {hints[w]}" for w in warned if hints and w in hints)
         title = f"{label} — median time/call ±95% CI · FLOP/s · peak memory"
         tables.append(Table(title, [recs[0].size_name, *variants], rows, notes))
     return tables
@@ -104,6 +129,6 @@ def scaling_table(records: list[Record]) -> Table | None:
 
 
 def all_tables(run: RunResult) -> list[Table]:
-    tables = results_tables(run.records)
+    tables = results_tables(run.records, run.header.warning_hints)
     scaling = scaling_table(run.records)
     return tables + ([scaling] if scaling else [])

@@ -37,6 +37,12 @@ def fmt_rate(per_s: float | None, unit: str) -> str:
     return _scaled(per_s, [(1e9, f"G{unit}/s"), (1e6, f"M{unit}/s"), (1e3, f"k{unit}/s"), (1, f"{unit}/s")])
 
 
+def fmt_energy(joules: float | None) -> str:
+    if joules is None or not math.isfinite(joules):
+        return "-"
+    return _scaled(joules, [(1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")])
+
+
 def fmt_pct(x: float | None) -> str:
     return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
 

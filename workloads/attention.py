@@ -40,6 +40,16 @@ LSTM_FLOPS = (
     "LSTM: forward 8*B*N*D*(D_in+D) (4 gates, input and recurrent GEMMs, 2 FLOPs per MAC); "
     "backward 2x forward (fwd+bwd = 3x)"
 )
+# Ideal memory traffic: each tensor a call must touch is read or written exactly once,
+# whatever the implementation materializes (the floor a fused kernel could reach).
+ATTENTION_BYTES = (
+    "ideal traffic: fwd reads q, k, v and writes o (4*B*H*N*d elements); fwd+bwd also reads "
+    "q, k, v, o, dO and writes dq, dk, dv (12*B*H*N*d in all)"
+)
+LSTM_BYTES = (
+    "ideal traffic: fwd reads weights and input, writes output; fwd+bwd also reads weights, "
+    "input and dOutput and writes dWeights and dInput"
+)
 
 
 @dataclass
@@ -95,6 +105,20 @@ def lstm_flops(batch: int, n: int, d_in: int, d_hidden: int, mode: str) -> float
     """FLOPs of one LSTM call over N steps (see LSTM_FLOPS)."""
     fwd = 8.0 * batch * n * d_hidden * (d_in + d_hidden)
     return fwd * (3.0 if mode == "fwdbwd" else 1.0)
+
+
+def attention_bytes(batch: int, heads: int, n: int, head_dim: int, elt: int, mode: str) -> float:
+    """Ideal bytes one call moves (see ATTENTION_BYTES); independent of the mask and implementation."""
+    tensor = batch * heads * n * head_dim * elt  # one of q, k, v, o (B, H, N, d)
+    return tensor * (12 if mode == "fwdbwd" else 4)
+
+
+def lstm_bytes(weight_bytes: int, input_bytes: int, output_bytes: int, mode: str) -> float:
+    """Ideal bytes one LSTM call moves (see LSTM_BYTES)."""
+    fwd = weight_bytes + input_bytes + output_bytes
+    if mode != "fwdbwd":
+        return float(fwd)
+    return float(fwd + (weight_bytes + input_bytes + output_bytes) + (weight_bytes + input_bytes))
 
 
 def naive_attention(q, k, v, causal_mask):
@@ -165,7 +189,8 @@ def prepare(case: Case, device: torch.device) -> Step:
         inputs = (x.requires_grad_(grad),)
         flops = lstm_flops(b, n, width, width, mode)
         working = sum(t.numel() * elt for t in (x, *fwd.params))
-        info.update(flop_convention=LSTM_FLOPS, model_width=width)
+        moved = lstm_bytes(sum(t.numel() for t in fwd.params) * elt, x.numel() * elt, b * n * width * elt, mode)
+        info.update(flop_convention=LSTM_FLOPS, bytes_convention=LSTM_BYTES, model_width=width)
         if device.type == "cuda":
             info["cudnn_rnn"] = torch.backends.cudnn.enabled
     else:
@@ -177,6 +202,8 @@ def prepare(case: Case, device: torch.device) -> Step:
         inputs = (q, k, v)
         flops = attention_flops(b, h, n, d, causal, mode)
         working = 4 * q.numel() * elt * (3 if grad else 1)  # q, k, v, out (+ their grads)
+        moved = attention_bytes(b, h, n, d, elt, mode)
+        info["bytes_convention"] = ATTENTION_BYTES
         if impl == "naive":
             mask = (
                 torch.ones(n, n, dtype=torch.bool, device=device).triu(1) if causal else None
@@ -200,7 +227,9 @@ def prepare(case: Case, device: torch.device) -> Step:
         grad_out = torch.randn(out_shape, device=device, dtype=dtype, generator=gen)
     fn = _with_backward(fwd, grad_out) if grad else _forward_only(fwd)
     _check_eligible(fn, inputs, impl, device)
-    return Step(fn=fn, inputs=inputs, flops=flops, tokens=b * n, working_set_bytes=working, info=info)
+    return Step(
+        fn=fn, inputs=inputs, flops=flops, tokens=b * n, working_set_bytes=working, bytes_moved=moved, info=info
+    )
 
 
 def _check_eligible(fn, inputs, impl: str, device: torch.device) -> None:

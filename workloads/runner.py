@@ -6,9 +6,10 @@ sizes of an out-of-memory series are skipped with the reason, and the sweep goes
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +18,15 @@ from typing import Protocol
 import torch
 
 from .. import __version__
+from ..profilers.contention import CpuWindow, usable_cores
 from ..profilers.cpu import fix_malloc_policy
 from ..profilers.device import cache_policy, resolve_device
-from ..profilers.env import collect_environment, git_info
+from ..profilers.env import collect_environment, cpu_governor, git_info
 from ..profilers.memory import is_oom, measure_peak, memory_cap
+from ..profilers.roofline import Peaks, compute_key, roofline_metrics
+from ..profilers.telemetry import NullWindow, Telemetry, headline_metrics, open_telemetry
 from ..profilers.timer import TimerPolicy, make_clock, measure_time
-from ..profilers.warnings import time_warnings
+from ..profilers.warnings import MeasurementWarning, environment_warnings, hints, time_warnings, window_warnings
 from ..reports.schema import Header, Record
 from ..reports.store import ResultsWriter, load_results
 from . import get_workload
@@ -53,6 +57,12 @@ class RunOptions:
         measure_memory: run the separate peak-memory pass.
         mem_limit_bytes: optional cap on memory beyond what is in use at the start.
         fake_clock: deterministic FakeClock instead of the real one (tests, --fake-clock).
+        peaks: calibrated (and spec-sheet) peaks for MFU and roofline; None leaves those
+            metrics None. Measured once per sweep, before it (profilers.calibrate).
+        peak_flops_override: the user's peak in FLOP/s (--peak-tflops); replaces the
+            spec-sheet peak in mfu_spec.
+        telemetry: sample NVML around each timed window (energy, power, clocks).
+        idle_baseline: measure the idle device's power once and subtract it from energy.
     """
 
     policy: TimerPolicy = TimerPolicy()
@@ -60,6 +70,36 @@ class RunOptions:
     measure_memory: bool = True
     mem_limit_bytes: int | None = None
     fake_clock: bool = False
+    peaks: Peaks | None = None
+    peak_flops_override: float | None = None
+    telemetry: bool = True
+    idle_baseline: bool = False
+
+
+@dataclass
+class SweepContext:
+    """What is set up once per sweep and shared by its cases.
+
+    Args:
+        telemetry: the device's NVML telemetry (or why there is none).
+        idle_power_w: idle baseline, when asked for and measurable.
+        idle_method: how the baseline was measured, or why it is missing.
+        env_warnings: machine-wide warnings added to every record.
+    """
+
+    telemetry: Telemetry | None = None
+    idle_power_w: float | None = None
+    idle_method: str | None = None
+    env_warnings: tuple[MeasurementWarning, ...] = ()
+
+
+@contextlib.contextmanager
+def _windows(*windows) -> Iterator[None]:
+    """Enter every window around the timed phase (and exit them in reverse order)."""
+    with contextlib.ExitStack() as stack:
+        for w in windows:
+            stack.enter_context(w)
+        yield
 
 
 def _now() -> str:
@@ -74,11 +114,20 @@ def _record(case: Case, status: str, reason: str | None = None, **kw) -> Record:
     )
 
 
-def _measure(case: Case, step: Step, device: torch.device, opts: RunOptions) -> Record:
+def _measure(
+    case: Case, step: Step, device: torch.device, opts: RunOptions, sweep: SweepContext | None = None
+) -> Record:
+    sweep = sweep or SweepContext()
     policy = cache_policy(device, step.working_set_bytes)
     if policy.input_sets > 1:
         step.rotate(policy.input_sets)
-    timing = measure_time(step, opts.policy, make_clock(device, opts.fake_clock))
+    tel_window = (
+        sweep.telemetry.window(run=step.run) if sweep.telemetry else NullWindow("telemetry not set up (no sweep)")
+    )
+    cpu_window = CpuWindow()
+    timing = measure_time(
+        step, opts.policy, make_clock(device, opts.fake_clock), window=_windows(cpu_window, tel_window)
+    )
     memory = measure_peak(step.run, device) if opts.measure_memory else None
     t = timing.median_s
     metrics = {
@@ -88,20 +137,38 @@ def _measure(case: Case, step: Step, device: torch.device, opts: RunOptions) -> 
         "tokens_per_s": step.tokens / t if t > 0 else None,
         "peak_mem_bytes": memory.peak_bytes if memory else None,
     }
-    info = {**step.info, "cache_policy": policy.description, "threads": torch.get_num_threads()}
+    tf32 = torch.get_float32_matmul_precision() != "highest"
+    roof, roof_info = roofline_metrics(
+        flops=step.flops, bytes_moved=step.bytes_moved, time_s=t,
+        dtype_key=compute_key(step.info.get("dtype"), device.type, tf32),
+        peaks=opts.peaks, peak_flops_override=opts.peak_flops_override,
+    )
+    tel = tel_window.result(timing.n * timing.calls_per_sample, step.tokens, sweep.idle_power_w)
+    tel.update(cpu_window.result(), idle_method=sweep.idle_method)
+    metrics.update(roof)
+    metrics.update(headline_metrics(tel))
+    threads = torch.get_num_threads()
+    info = {**step.info, "cache_policy": policy.description, "threads": threads, **roof_info}
+    warns = [*time_warnings(timing), *sweep.env_warnings]
+    if not opts.fake_clock:  # a fake time is not disturbed by load: keep its records reproducible
+        warns += window_warnings(
+            throttle_reasons=tel.get("throttle_reasons"), other_gpu_processes=tel.get("other_processes"),
+            other_busy_cores=tel.get("cpu_other_busy_cores"),
+            demand_cores=threads if device.type == "cpu" else 1, usable_cores=usable_cores(),
+        )
     return _record(
-        case, "ok", time=timing, memory=memory, metrics=metrics, info=info,
-        warnings=[w.value for w in time_warnings(timing)],
+        case, "ok", time=timing, memory=memory, metrics=metrics, info=info, telemetry=tel,
+        warnings=[w.value for w in dict.fromkeys(warns)],
     )
 
 
-def _run_one(case: Case, opts: RunOptions) -> tuple[Record, bool]:
+def _run_one(case: Case, opts: RunOptions, sweep: SweepContext | None = None) -> tuple[Record, bool]:
     """Run one case; returns its record and whether it ran out of memory."""
     device = resolve_device(case.device)
     step = None
     try:
         step = get_workload(case.workload).prepare(case, device)
-        return _measure(case, step, device, opts), False
+        return _measure(case, step, device, opts, sweep), False
     except SkipCase as e:
         return _record(case, "skipped", str(e)), False
     except Exception as e:  # failures are data: the sweep goes on
@@ -132,7 +199,15 @@ def run_cases(
     records = []
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
     malloc = fix_malloc_policy() if device.type == "cpu" else None
-    with memory_cap(device, opts.mem_limit_bytes) as cap:
+    sweep = SweepContext(
+        telemetry=open_telemetry(device, opts.telemetry),
+        env_warnings=tuple(
+            environment_warnings(cpu_governor(), torch.get_num_threads(), usable_cores()) if not opts.fake_clock else ()
+        ),
+    )
+    if opts.idle_baseline:
+        sweep.idle_power_w, sweep.idle_method = sweep.telemetry.idle_power()
+    with contextlib.closing(sweep.telemetry), memory_cap(device, opts.mem_limit_bytes) as cap:
         for i, case in enumerate(cases):
             progress.start(case, i, len(cases))
             t0, started = time.perf_counter(), _now()
@@ -142,7 +217,7 @@ def run_cases(
                     f"{case.variant} ran out of memory at {case.size_name}={oom_at[case.series]}",
                 )
             else:
-                rec, oom = _run_one(case, opts)
+                rec, oom = _run_one(case, opts, sweep)
                 if oom:
                     oom_at[case.series] = min(case.size, oom_at.get(case.series, case.size))
             if rec.status == "ok":
@@ -182,9 +257,13 @@ def run_plan(
     """
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    calibration = None
+    if opts.peaks is not None or opts.peak_flops_override:
+        calibration = opts.peaks.summary() if opts.peaks is not None else {}
+        calibration["peak_flops_override"] = opts.peak_flops_override
     header = Header(
         tool_version=__version__, created_utc=_now(), command=command, argv=list(argv or []),
-        git=git_info(), environment=collect_environment(),
+        git=git_info(), environment=collect_environment(calibration=calibration), warning_hints=hints(),
     )
     with ResultsWriter(results_path, header) as writer:
         return run_cases(cases, writer.append, opts, progress)

@@ -1,0 +1,197 @@
+"""NVML telemetry: decoding and aggregation of a recorded series, the real no-driver path, and
+the runner's records. The only fake is a Sampler at the hardware boundary."""
+
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from xfbench.profilers.nvml import nvml_status
+from xfbench.profilers.telemetry import (
+    TELEMETRY_KEYS,
+    NullWindow,
+    Sample,
+    Telemetry,
+    Window,
+    aggregate,
+    decode_reasons,
+    headline_metrics,
+    null_telemetry,
+    open_telemetry,
+    split_processes,
+)
+from xfbench.profilers.timer import TimerPolicy
+from xfbench.profilers.warnings import MeasurementWarning
+from xfbench.workloads.attention import AttentionConfig, cases, prepare
+from xfbench.workloads.runner import RunOptions, SweepContext, _measure, run_cases
+
+CPU = torch.device("cpu")
+FAST = TimerPolicy(target_ci_rel=0.05, max_time_s=0.05, min_samples=6, min_window_s=0.002, warmup_min_s=0.01,
+                   warmup_max_s=0.1)
+
+# A recorded 1.2 s window at 0.3 s spacing (values as NVML reports them: mW, mJ, MHz, bitmask).
+START = Sample(t_s=100.0, power_mw=250_000, energy_mj=5_000_000, sm_clock_mhz=1980, mem_clock_mhz=2619,
+               reasons_mask=0x1, temperature_c=40, util_gpu_pct=0, util_mem_pct=0, mem_used_bytes=2 * 2**30)
+SERIES = [
+    Sample(100.3, 690_000, None, 1755, 2619, 0x4, 61, 100, 80, 10 * 2**30),
+    Sample(100.6, 700_000, None, 1710, 2619, 0x4 | 0x20, 66, 100, 82, 10 * 2**30),
+    Sample(100.9, 680_000, None, 1740, 2619, 0x0, 68, 99, 81, 10 * 2**30),
+]
+END = Sample(101.2, 300_000, 5_720_000, 1980, 2619, 0x1, 65, 10, 5, 10 * 2**30)
+
+
+def test_decode_reasons():
+    assert decode_reasons(0) == [] and decode_reasons(None) == []
+    assert decode_reasons(0x1 | 0x4) == ["gpu_idle", "sw_power_cap"]
+    assert decode_reasons(0x40 | 0x80) == ["hw_thermal_slowdown", "hw_power_brake_slowdown"]
+    assert decode_reasons(0x800 | 0x8) == ["hw_slowdown", "unknown_0x800"]
+
+
+def test_aggregate_a_recorded_series():
+    t = aggregate(START, END, SERIES, calls=90, tokens_per_call=4096, idle_power_w=60.0, interval_s=0.3)
+    assert t["window_s"] == pytest.approx(1.2) and t["samples"] == 5 and t["calls"] == 90
+    assert t["energy_j"] == pytest.approx(720.0)  # (5_720_000 - 5_000_000) mJ
+    assert "NVML total energy counter" in t["energy_method"] and t["energy_reason"] is None
+    assert t["j_per_token"] == pytest.approx(720.0 / (90 * 4096))
+    assert t["tokens_per_j"] == pytest.approx(90 * 4096 / 720.0)
+    assert t["power_mean_w"] == pytest.approx((250 + 690 + 700 + 680 + 300) / 5)
+    assert t["power_max_w"] == pytest.approx(700.0)
+    # trapezoid over 0.3 s steps: 0.3 * (250+690 + 690+700 + 700+680 + 680+300) / 2
+    assert t["energy_power_integral_j"] == pytest.approx(0.15 * (940 + 1390 + 1380 + 980))
+    assert t["sm_clock_min_mhz"] == 1710 and t["sm_clock_max_mhz"] == 1980 and t["mem_clock_min_mhz"] == 2619
+    assert t["temperature_max_c"] == 68
+    assert t["util_gpu_mean_pct"] == pytest.approx((0 + 100 + 100 + 99 + 10) / 5)
+    assert t["clocks_event_reasons"] == {"gpu_idle": 0.4, "sw_power_cap": 0.4, "sw_thermal_slowdown": 0.2}
+    assert t["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
+    assert t["nvml_device_used_max_bytes"] == 10 * 2**30
+    assert t["idle_power_w"] == 60.0 and t["energy_idle_j"] == pytest.approx(72.0)
+    assert t["energy_net_j"] == pytest.approx(648.0)
+    assert t["j_per_token_net"] == pytest.approx(648.0 / (90 * 4096))
+    assert set(t) == set(TELEMETRY_KEYS)
+    head = headline_metrics(t)
+    assert head["energy_j"] == pytest.approx(720.0) and head["throttle_reasons"] == "sw_power_cap,sw_thermal_slowdown"
+
+
+def test_short_window_unsupported_and_stuck_counters_give_none_with_a_reason():
+    short = aggregate(START, Sample(100.2, 700_000, 5_100_000), [], calls=10, tokens_per_call=1)
+    assert short["energy_j"] is None and "shorter than 1 s" in short["energy_reason"]
+    assert short["power_mean_w"] == pytest.approx(475.0)  # power is still reported
+    no_counter = aggregate(
+        Sample(0.0, 100_000), Sample(2.0, 100_000), [], calls=1, tokens_per_call=1,
+        unsupported={"energy": "nvmlDeviceGetTotalEnergyConsumption: Not Supported"},
+    )
+    assert no_counter["energy_j"] is None and "Not Supported" in no_counter["energy_reason"]
+    assert no_counter["j_per_token"] is None and no_counter["tokens_per_j"] is None
+    stuck = aggregate(Sample(0.0, energy_mj=10.0), Sample(2.0, energy_mj=10.0), [], calls=1, tokens_per_call=1)
+    assert stuck["energy_j"] is None and "did not advance" in stuck["energy_reason"]
+
+
+def test_split_processes():
+    me = os.getpid()
+    assert split_processes([(me, 100), (42, 7)], me) == (100, [{"pid": 42, "used_bytes": 7}], None)
+    own, others, note = split_processes([(1001, 100), (1002, 7)], me)  # host PIDs in a container
+    assert own is None and others == [{"pid": 1002, "used_bytes": 7}] and "PID namespace" in note
+    assert split_processes([], me) == (None, [], None)
+
+
+def test_no_driver_path_with_the_real_library():
+    tel = open_telemetry(CPU)
+    assert not tel.available and "has no NVML telemetry" in tel.reason
+    if not nvml_status().usable:  # this machine: no NVIDIA driver, the library says why
+        assert "NVML" in tel.reason and "init failed" in tel.reason
+    with tel.window(run=lambda: None) as w:
+        pass
+    out = w.result(calls=5, tokens_per_call=10)
+    assert set(out) == set(TELEMETRY_KEYS) and out["available"] is False
+    assert all(out[k] is None for k in ("energy_j", "j_per_token", "power_mean_w", "sm_clock_min_mhz"))
+    assert out["reason"] == out["energy_reason"] == tel.reason
+    watts, why = tel.idle_power(0.01)
+    assert watts is None and tel.reason in why
+    assert tel.state() == {"available": False, "reason": tel.reason}
+    tel.close()
+    assert not open_telemetry(CPU, enabled=False).available
+
+
+def test_null_telemetry_never_says_zero():
+    out = null_telemetry("why")
+    assert out["energy_j"] is None and out["reason"] == "why" and json.dumps(out)
+
+
+class RecordedSampler:
+    """The hardware boundary replaced by a recorded series: real clock, replayed NVML values."""
+
+    def __init__(self, series, processes=()):
+        self.series, self.procs, self.i = series, list(processes), 0
+        self.energy_mj = 1_000_000.0
+        self.last_t = None
+        self.unsupported = {}
+
+    def read(self) -> Sample:
+        s = self.series[self.i % len(self.series)]
+        self.i += 1
+        t = time.perf_counter()
+        if self.last_t is not None:  # the counter integrates the replayed power
+            self.energy_mj += s.power_mw * (t - self.last_t)
+        self.last_t = t
+        return Sample(t, s.power_mw, self.energy_mj, s.sm_clock_mhz, s.mem_clock_mhz, s.reasons_mask,
+                      s.temperature_c, s.util_gpu_pct, s.util_mem_pct, s.mem_used_bytes)
+
+    def processes(self):
+        return self.procs
+
+    def state(self):
+        return {"power_limit_w": 700.0, "persistence_mode": True}
+
+
+def test_window_samples_in_the_background_and_extends_a_short_window():
+    calls = []
+    sampler = RecordedSampler([START, *SERIES, END])
+    with Window(sampler, CPU, run=lambda: calls.append(1), min_window_s=0.15, interval_s=0.01) as w:
+        pass  # the timed phase took no time at all: the window must be extended
+    out = w.result(calls=3, tokens_per_call=100)
+    assert out["window_s"] >= 0.15 and out["extra_calls"] == len(calls) > 0 and out["calls"] == 3 + len(calls)
+    assert out["samples"] >= 5  # start, end and background readings every 10 ms
+    assert out["energy_j"] > 0 and out["energy_reason"] is None
+    assert out["energy_j"] == pytest.approx(out["power_mean_w"] * out["window_s"], rel=0.5)
+    assert out["gpu_memory"]["nvml_device_used_bytes"] == w.end.mem_used_bytes > 0
+    assert out["gpu_memory"]["torch_allocated_bytes"] is None  # a CPU device has no CUDA allocator
+
+
+def test_window_without_run_flags_a_short_window():
+    with Window(RecordedSampler([START]), CPU, run=None, min_window_s=10.0, interval_s=0.01) as w:
+        pass
+    out = w.result(calls=1, tokens_per_call=1)
+    assert out["energy_j"] is None and "shorter than 10 s" in out["energy_reason"]
+
+
+def _tiny_step():
+    (case,) = cases(AttentionConfig(seq_lens=[32], impls=["sdpa"], heads=2, head_dim=16), CPU)
+    return case, prepare(case, CPU)
+
+
+def test_runner_records_fake_device_telemetry_and_its_warnings():
+    case, step = _tiny_step()
+    sampler = RecordedSampler(SERIES, processes=[(os.getpid(), 2**20), (4242, 2**30)])
+    sweep = SweepContext(telemetry=Telemetry(CPU, sampler=sampler), idle_power_w=50.0, idle_method="test")
+    rec = _measure(case, step, CPU, RunOptions(policy=FAST, measure_memory=False), sweep)
+    t = rec.telemetry
+    assert t["available"] and t["window_s"] >= 1.0 and t["extra_calls"] > 0  # extended to MIN_ENERGY_WINDOW_S
+    assert rec.metrics["energy_j"] > 0 and rec.metrics["j_per_token"] > 0 and rec.metrics["power_max_w"] == 700.0
+    assert rec.metrics["throttle_reasons"] == "sw_power_cap,sw_thermal_slowdown"
+    assert t["other_processes"] == [{"pid": 4242, "used_bytes": 2**30}]
+    assert t["gpu_memory"]["nvml_process_used_bytes"] == 2**20
+    assert t["idle_power_w"] == 50.0 and t["energy_net_j"] < t["energy_j"]
+    assert MeasurementWarning.THROTTLED in rec.warnings and MeasurementWarning.OTHER_GPU_PROCESSES in rec.warnings
+
+
+def test_cpu_records_carry_null_energy_with_the_nvml_reason():
+    case, _ = _tiny_step()
+    (rec,) = run_cases([case], lambda r: None, RunOptions(policy=FAST, measure_memory=False))
+    assert rec.status == "ok"
+    for key in ("energy_j", "j_per_token", "tokens_per_j", "power_mean_w", "power_max_w", "sm_clock_min_mhz"):
+        assert key in rec.metrics and rec.metrics[key] is None
+    assert rec.telemetry["available"] is False and "NVML" in rec.telemetry["energy_reason"]
+    assert rec.telemetry["usable_cores"] >= 1 and "cpu_other_busy_cores" in rec.telemetry
+    assert isinstance(NullWindow("x").result(1, 1), dict)
