@@ -14,7 +14,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from .. import __version__
 from ..reports.errors import BadInput
-from . import attention, doctor, env
+from . import attention, doctor, env, model, plan
 from .status import ExitStatus
 
 # Registry: command name -> function. Adding a command is one module plus one line here.
@@ -22,6 +22,8 @@ COMMANDS = {
     "attention": attention.attention,
     "doctor": doctor.doctor,
     "env": env.env,
+    "model": model.model,
+    "plan": plan.plan,
 }
 
 

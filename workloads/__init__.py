@@ -12,6 +12,7 @@ from types import ModuleType
 
 WORKLOADS = {
     "attention": "xfbench.workloads.attention",
+    "model": "xfbench.workloads.model",
 }
 
 

@@ -1,0 +1,149 @@
+"""`xfbench model`: throughput, MFU and memory of a GPT across parameter counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .status import ExitStatus
+
+MODE_CHOICES = ("train", "prefill", "decode")
+DEFAULT_PRESETS = "1M,10M,25M"
+
+
+def parse_presets(text: str, names: list[str] | tuple[str, ...]) -> list[str]:
+    """Comma-separated preset names, case-insensitive ('124m' is '124M'); BadInput if unknown."""
+    from ..reports.errors import BadInput
+
+    canonical = {n.lower(): n for n in names}
+    picked = [p.strip() for p in text.split(",") if p.strip()]
+    if not picked:
+        raise BadInput(f"--presets: no values given (choose from {', '.join(names)})")
+    for p in picked:
+        if p.lower() not in canonical:
+            raise BadInput(f"--presets: unknown preset '{p}' (choose from {', '.join(names)})")
+    return list(dict.fromkeys(canonical[p.lower()] for p in picked))
+
+
+def model(
+    presets: str | None = typer.Option(
+        None, "--presets",
+        help=f"Model sizes, comma-separated: 1M,10M,25M (CPU), 124M,350M,774M,1.5B (GPT-2), 2.7B,6.7B,13B "
+        f"(GPT-3) [default: {DEFAULT_PRESETS}, or only the custom model when --layers is given].",
+    ),
+    mode: str = typer.Option("train,prefill,decode", "--mode", help="train, prefill, decode, comma-separated."),
+    batch: int = typer.Option(8, "--batch", min=1, help="Batch size B (sequences per step)."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=1, help="Tokens per sequence T for train [default: each model's context]."
+    ),
+    prompt_len: int | None = typer.Option(
+        None, "--prompt-len", min=1, help="Prompt length P for prefill and decode [default: T/2]."
+    ),
+    new_tokens: int | None = typer.Option(
+        None, "--new-tokens", min=1, help="Tokens decode generates into its static KV cache [default: T-P]."
+    ),
+    dtype: str = typer.Option(
+        "auto", "--dtype",
+        help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16. Train keeps fp32 weights "
+        "and uses autocast for 16-bit dtypes; prefill and decode cast the weights.",
+    ),
+    compile: bool = typer.Option(False, "--compile", help="Also run train and prefill under torch.compile."),
+    cuda_graphs: bool = typer.Option(
+        False, "--cuda-graphs", help="Also run decode captured in a CUDA graph (CUDA only; skipped on CPU)."
+    ),
+    layers: int | None = typer.Option(None, "--layers", min=1, help="Custom model: layers L."),
+    d_model: int | None = typer.Option(None, "--d-model", min=1, help="Custom model: width d."),
+    heads: int | None = typer.Option(None, "--heads", min=1, help="Custom model: attention heads (divide d)."),
+    vocab: int | None = typer.Option(None, "--vocab", min=1, help="Custom model: vocabulary [default: 50304]."),
+    flop_convention: str = typer.Option(
+        "full", "--flop-convention", help="Attention FLOPs: full (PaLM, nanoGPT) or causal (halved)."
+    ),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder for results.jsonl [default: runs/<UTC time>-model]."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Skip cases already finished in --out's results file."),
+    target_ci: float = typer.Option(
+        0.02, "--target-ci", min=0.0001, max=1.0, help="Stop when the 95% CI of the median is within this fraction."
+    ),
+    max_time: float = typer.Option(5.0, "--max-time", min=0.0, help="Cap in seconds on the timed phase of one case."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch intra-op threads [default: torch's]."),
+    mem_limit: str | None = typer.Option(
+        None, "--mem-limit", help="Cap memory beyond the start, e.g. 2GiB: cases past it become OOM records."
+    ),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Run the separate peak-memory pass."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate",
+        help="Measure MFU and roofline against this machine's calibrated peaks (cached per machine).",
+    ),
+    recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
+    peak_tflops: float | None = typer.Option(
+        None, "--peak-tflops", help="Your peak in TFLOP/s for mfu_spec (replaces the spec sheet; e.g. unknown GPUs)."
+    ),
+    telemetry: bool = typer.Option(
+        True, "--telemetry/--no-telemetry", help="Sample NVML (energy, power, clocks) around each timed window."
+    ),
+    idle_baseline: bool = typer.Option(
+        False, "--idle-baseline", help="Measure idle GPU power once and subtract it from energy."
+    ),
+    fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
+) -> ExitStatus:
+    """Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."""
+    from ..reports.errors import BadInput
+    from .parse import parse_bytes, parse_choices, parse_peak_tflops
+
+    modes = parse_choices(mode, MODE_CHOICES, "--mode")
+    conv = parse_choices(flop_convention, ("full", "causal"), "--flop-convention")
+    if len(conv) != 1:
+        raise BadInput("--flop-convention: give one of full, causal")
+    cap = parse_bytes(mem_limit, "--mem-limit") if mem_limit else None
+    peak = parse_peak_tflops(peak_tflops)
+    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
+    custom = None
+    if any(v is not None for v in shape.values()) or vocab is not None:
+        missing = [k for k, v in shape.items() if v is None]
+        if missing:
+            raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
+
+    from ..profilers.device import resolve_device
+    from ..profilers.timer import TimerPolicy
+    from ..reports.model_report import model_tables
+    from ..workloads.attention import resolve_dtype
+    from ..workloads.model import GPT2_VOCAB, PRESETS, ModelConfig, cases
+    from ..workloads.planner import preset_plans
+    from ..workloads.runner import RunOptions
+    from .sweep import run_sweep
+
+    if layers is not None:
+        custom = dict(n_layer=layers, n_head=heads, n_embd=d_model, vocab_size=vocab or GPT2_VOCAB)
+    # --presets as given; without it the tiny presets, or only the custom model when there is one.
+    if presets is None:
+        names = [] if custom else parse_presets(DEFAULT_PRESETS, list(PRESETS))
+    else:
+        names = parse_presets(presets, list(PRESETS))
+    dev = resolve_device(device)
+    try:
+        resolve_dtype(dtype, dev)
+    except ValueError as e:
+        raise BadInput(f"--dtype: {e}") from None
+    cfg = ModelConfig(
+        presets=names, modes=modes, batch=batch, seq_len=seq_len, prompt_len=prompt_len, new_tokens=new_tokens,
+        dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, custom=custom, flop_convention=conv[0],
+    )
+    try:
+        plan = cases(cfg, dev)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    opts = RunOptions(
+        policy=TimerPolicy(target_ci_rel=target_ci, max_time_s=max_time),
+        threads=threads, measure_memory=memory, mem_limit_bytes=cap, fake_clock=fake_clock,
+        peak_flops_override=peak, telemetry=telemetry, idle_baseline=idle_baseline,
+    )
+
+    def report(run):
+        return model_tables(run, plans=preset_plans(run.records))
+
+    return run_sweep(
+        "model", plan, out, opts, resume, extra_tables=report, calibrate=calibrate, recalibrate=recalibrate
+    )

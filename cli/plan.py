@@ -1,0 +1,70 @@
+"""`xfbench plan`: compute-optimal training tokens, FLOPs, device-hours and energy for a model size."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+
+from .status import ExitStatus
+
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_count(text: str, option: str = "--params") -> float:
+    """'1.3B', '350M', '124e6', '7b', '1300000000' -> a positive number; BadInput otherwise."""
+    from ..reports.errors import BadInput
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([kKmMbBgGtT]?)\s*", text)
+    if not m:
+        raise BadInput(f"{option}: '{text}' is not a count (e.g. 1.3B, 350M, 124e6)")
+    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    if value <= 0:
+        raise BadInput(f"{option}: '{text}' must be more than 0")
+    return value
+
+
+def plan(
+    params: str = typer.Option(..., "--params", help="Model size N: 1.3B, 350M, 124e6."),
+    tokens_per_param: float = typer.Option(
+        20.0, "--tokens-per-param", min=1e-9, help="Training tokens per parameter (Chinchilla: 20)."
+    ),
+    tokens_per_s: float | None = typer.Option(
+        None, "--tokens-per-s", min=1e-9, help="Training throughput of one device, tokens/s."
+    ),
+    results: Path | None = typer.Option(
+        None, "--results", help="Results file (or run folder) of `xfbench model`: measured train tokens/s."
+    ),
+    mfu: float | None = typer.Option(None, "--mfu", min=1e-9, max=1.0, help="Assumed MFU (0..1); needs --peak-tflops."),
+    peak_tflops: float | None = typer.Option(None, "--peak-tflops", min=1e-9, help="Peak TFLOP/s of one device."),
+    devices: int = typer.Option(1, "--devices", min=1, help="Devices training in parallel (perfect scaling)."),
+) -> ExitStatus:
+    """Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."""
+    from ..reports.errors import BadInput
+    from ..reports.model_report import plan_table
+    from ..reports.terminal import print_table
+    from ..workloads import planner
+    from .console import make_console
+
+    n = parse_count(params)
+    given = [name for name, v in (("--tokens-per-s", tokens_per_s), ("--results", results), ("--mfu", mfu)) if v]
+    if len(given) > 1:
+        raise BadInput(f"give one throughput source, not {' and '.join(given)}")
+    if (mfu is None) != (peak_tflops is None):
+        raise BadInput("--mfu and --peak-tflops go together")
+    throughput = None
+    if tokens_per_s:
+        throughput = planner.from_tokens_per_s(tokens_per_s)
+    elif results is not None:
+        from ..reports.store import load_results
+
+        try:
+            throughput = planner.from_results(n, load_results(results).records)
+        except ValueError as e:
+            raise BadInput(f"--results {results}: {e}") from None
+    elif mfu is not None:
+        throughput = planner.from_mfu(n, mfu, peak_tflops * 1e12)
+    estimate = planner.make_plan(n, tokens_per_param, throughput, devices)
+    print_table(plan_table(estimate), make_console())
+    return ExitStatus.OK

@@ -1,0 +1,95 @@
+"""Model report: pure functions from literal records to tables (MFU, residual, floor, exponents)."""
+
+from xfbench.reports.model_report import (
+    attention_share_table,
+    mode_table,
+    model_tables,
+    scaling_table,
+    sci,
+)
+from xfbench.reports.schema import Header, MemoryStats, Record, RunResult, TimeStats
+
+
+def _time(median: float) -> TimeStats:
+    return TimeStats(
+        n=10, calls_per_sample=1, warmup_calls=2, median_s=median, mean_s=median, min_s=median, max_s=median,
+        p10_s=median, p90_s=median, iqr_s=0.0, iqr_over_median=0.0, ci_low_s=median, ci_high_s=median, ci_rel=0.0,
+        target_ci_rel=0.02, converged=True, total_s=10 * median, clock="fake", samples_s=[median] * 10,
+    )
+
+
+def _rec(preset, n, mode="train", tps=1000.0, peak=None, analytic=None, status="ok", reason=None, **metrics):
+    ok = status == "ok"
+    return Record(
+        case_id=f"{preset}-{mode}", workload="model", label=f"model {mode} · float32 · B=8", variant="eager",
+        size=n, size_name="params", device="cpu", status=status, reason=reason,
+        params={"preset": preset, "mode": mode, "seq_len": 256, "new_tokens": 128, "n_embd": 512, "n_layer": 4},
+        time=_time(2048 / tps) if ok else None,
+        memory=MemoryStats(method="fake", peak_bytes=peak) if ok and peak is not None else None,
+        metrics={"tokens_per_s": tps, **metrics} if ok else {},
+        info={"mem_analytic_step_bytes": analytic, "mem_analytic_bytes": analytic, "attention_share": 0.07,
+              "tokens_definition": "tokens/s = defined by the workload"} if ok else {},
+    )
+
+
+def _cells(table):
+    return [[c.text for c in row] for row in table.rows]
+
+
+def test_train_table_shows_mfu_when_present_and_dash_otherwise():
+    recs = [
+        _rec("1M", 1e6, tps=20_000.0, peak=120 * 2**20, analytic=100 * 2**20, mfu_measured=0.5, mfu_spec=None),
+        _rec("10M", 1e7, tps=2_000.0, peak=None, analytic=None),
+    ]
+    t = mode_table(recs[0].label, recs)
+    assert t.columns[:5] == ["model", "params", "variant", "T", "tokens/s"]
+    row1, row2 = _cells(t)
+    col = {c: i for i, c in enumerate(t.columns)}
+    assert row1[col["MFU measured"]] == "50.0%" and row1[col["MFU spec"]] == "-"
+    assert row1[col["peak mem"]] == "120 MiB" and row1[col["analytic"]] == "100 MiB"
+    assert row1[col["residual"]] == "20 MiB (+17%)"
+    assert row2[col["MFU measured"]] == "-" and row2[col["analytic"]] == "-"
+    assert t.notes[0] == "tokens/s = defined by the workload"
+
+
+def test_decode_table_shows_time_per_token_and_floor_ratio():
+    recs = [_rec("1M", 1e6, mode="decode", tps=8000.0, time_over_floor=3.5), _rec("10M", 1e7, mode="decode")]
+    t = mode_table(recs[0].label, recs)
+    col = {c: i for i, c in enumerate(t.columns)}
+    rows = _cells(t)
+    assert rows[0][col["P+M"]] == "256+128" and rows[0][col["time/token"]] == "256 ms"
+    assert rows[0][col["x floor"]] == "3.50x" and rows[1][col["x floor"]] == "-"
+
+
+def test_failed_rows_show_status_and_reason_below():
+    recs = [_rec("1M", 1e6), _rec("10M", 1e7, status="oom", reason="out of memory")]
+    t = mode_table(recs[0].label, recs)
+    assert _cells(t)[1][4] == "OOM"
+    assert "10M eager: oom: out of memory" in t.notes
+
+
+def test_scaling_exponents_are_exact_on_power_laws():
+    # tokens/s ~ N^-1 and peak memory ~ N^0.5 exactly.
+    sizes = {"1M": 1e6, "10M": 1e7, "100M": 1e8}
+    recs = [_rec(k, n, tps=1e9 / n, peak=int(1e3 * n**0.5), analytic=int(2e3 * n**0.5)) for k, n in sizes.items()]
+    rows = _cells(scaling_table(recs))
+    assert rows[0][2:5] == ["-1.00", "0.50", "0.50"] and rows[0][5] == "1M, 10M, 100M"
+
+
+def test_attention_share_table_and_sci():
+    t = attention_share_table([_rec("1M", 1e6)])
+    assert _cells(t)[0][5:] == ["train", "8.3%", "7.0%"]  # T/(6d) = 256/3072
+    assert sci(2.028e20) == "2.028e20" and sci(26e9) == "2.6e10" and sci(12.5) == "12.5" and sci(None) == "-"
+
+
+def test_model_tables_ignore_other_workloads():
+    header = Header(tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention")
+    other = _rec("1M", 1e6).model_copy(update={"workload": "attention"})
+    assert model_tables(RunResult(header=header, records=[other])) == []
+
+
+def test_tokens_definition_is_one_text():
+    from xfbench.reports.model_report import TOKENS_DEFINITION as in_report
+    from xfbench.workloads.model import TOKENS_DEFINITION as in_workload
+
+    assert in_report == in_workload
