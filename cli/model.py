@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
+from .common import (
+    Calibrate,
+    CountFlops,
+    Device,
+    FakeClock,
+    IdleBaseline,
+    MaxTime,
+    MemLimit,
+    Memory,
+    Out,
+    PeakTflops,
+    Recalibrate,
+    Resume,
+    TargetCi,
+    Telemetry,
+    Threads,
+    check_dtype,
+    run_options,
+)
 from .status import ExitStatus
 
 MODE_CHOICES = ("train", "prefill", "decode")
@@ -59,46 +76,30 @@ def model(
     flop_convention: str = typer.Option(
         "full", "--flop-convention", help="Attention FLOPs: full (PaLM, nanoGPT) or causal (halved)."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
-    out: Path | None = typer.Option(
-        None, "--out", help="Run folder for results.jsonl [default: runs/<UTC time>-model]."
-    ),
-    resume: bool = typer.Option(False, "--resume", help="Skip cases already finished in --out's results file."),
-    target_ci: float = typer.Option(
-        0.02, "--target-ci", min=0.0001, max=1.0, help="Stop when the 95% CI of the median is within this fraction."
-    ),
-    max_time: float = typer.Option(5.0, "--max-time", min=0.0, help="Cap in seconds on the timed phase of one case."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch intra-op threads [default: torch's]."),
-    mem_limit: str | None = typer.Option(
-        None, "--mem-limit", help="Cap memory beyond the start, e.g. 2GiB: cases past it become OOM records."
-    ),
-    memory: bool = typer.Option(True, "--memory/--no-memory", help="Run the separate peak-memory pass."),
-    calibrate: bool = typer.Option(
-        True, "--calibrate/--no-calibrate",
-        help="Measure MFU and roofline against this machine's calibrated peaks (cached per machine).",
-    ),
-    recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
-    peak_tflops: float | None = typer.Option(
-        None, "--peak-tflops", help="Your peak in TFLOP/s for mfu_spec (replaces the spec sheet; e.g. unknown GPUs)."
-    ),
-    telemetry: bool = typer.Option(
-        True, "--telemetry/--no-telemetry", help="Sample NVML (energy, power, clocks) around each timed window."
-    ),
-    idle_baseline: bool = typer.Option(
-        False, "--idle-baseline", help="Measure idle GPU power once and subtract it from energy."
-    ),
-    fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
+    device: Device = "auto",
+    out: Out = None,
+    resume: Resume = False,
+    target_ci: TargetCi = 0.02,
+    max_time: MaxTime = 5.0,
+    threads: Threads = None,
+    mem_limit: MemLimit = None,
+    memory: Memory = True,
+    count_flops: CountFlops = False,
+    calibrate: Calibrate = True,
+    recalibrate: Recalibrate = False,
+    peak_tflops: PeakTflops = None,
+    telemetry: Telemetry = True,
+    idle_baseline: IdleBaseline = False,
+    fake_clock: FakeClock = False,
 ) -> ExitStatus:
     """Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."""
     from ..reports.errors import BadInput
-    from .parse import parse_bytes, parse_choices, parse_peak_tflops
+    from .parse import parse_choices
 
     modes = parse_choices(mode, MODE_CHOICES, "--mode")
     conv = parse_choices(flop_convention, ("full", "causal"), "--flop-convention")
     if len(conv) != 1:
         raise BadInput("--flop-convention: give one of full, causal")
-    cap = parse_bytes(mem_limit, "--mem-limit") if mem_limit else None
-    peak = parse_peak_tflops(peak_tflops)
     shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
     custom = None
     if any(v is not None for v in shape.values()) or vocab is not None:
@@ -107,12 +108,9 @@ def model(
             raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
 
     from ..profilers.device import resolve_device
-    from ..profilers.timer import TimerPolicy
     from ..reports.model_report import model_tables
-    from ..workloads.attention import resolve_dtype
     from ..workloads.model import GPT2_VOCAB, PRESETS, ModelConfig, cases
     from ..workloads.planner import preset_plans
-    from ..workloads.runner import RunOptions
     from .sweep import run_sweep
 
     if layers is not None:
@@ -123,10 +121,7 @@ def model(
     else:
         names = parse_presets(presets, list(PRESETS))
     dev = resolve_device(device)
-    try:
-        resolve_dtype(dtype, dev)
-    except ValueError as e:
-        raise BadInput(f"--dtype: {e}") from None
+    check_dtype(dtype, dev)
     cfg = ModelConfig(
         presets=names, modes=modes, batch=batch, seq_len=seq_len, prompt_len=prompt_len, new_tokens=new_tokens,
         dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, custom=custom, flop_convention=conv[0],
@@ -135,10 +130,10 @@ def model(
         plan = cases(cfg, dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
-    opts = RunOptions(
-        policy=TimerPolicy(target_ci_rel=target_ci, max_time_s=max_time),
-        threads=threads, measure_memory=memory, mem_limit_bytes=cap, fake_clock=fake_clock,
-        peak_flops_override=peak, telemetry=telemetry, idle_baseline=idle_baseline,
+    opts = run_options(
+        target_ci=target_ci, max_time=max_time, threads=threads, memory=memory, mem_limit=mem_limit,
+        count_flops=count_flops, peak_tflops=peak_tflops, telemetry=telemetry, idle_baseline=idle_baseline,
+        fake_clock=fake_clock,
     )
 
     def report(run):

@@ -24,6 +24,7 @@ class MeasurementWarning(StrEnum):
     OTHER_GPU_PROCESSES = "other_gpu_processes"
     CPU_GOVERNOR = "cpu_governor"
     THREADS_OVERSUBSCRIBED = "threads_oversubscribed"
+    FLOP_COUNT_MISMATCH = "flop_count_mismatch"
 
     @property
     def hint(self) -> str:
@@ -31,6 +32,11 @@ class MeasurementWarning(StrEnum):
 
 
 _HINTS = {
+    MeasurementWarning.FLOP_COUNT_MISMATCH: (
+        "torch's FlopCounterMode counted a different number of FLOPs than the analytic formula "
+        "(metrics.flops_counted_over_analytic): check the formula and its convention; the counter "
+        "cannot see causal masks and counts recomputation in attention backward"
+    ),
     MeasurementWarning.NOT_CONVERGED: (
         "the median's 95% CI did not reach the target before the time cap; "
         "raise --max-time or loosen --target-ci"

@@ -44,6 +44,9 @@ def result_cell(r: Record | None) -> Cell:
     mfu = r.metrics.get("mfu_measured")
     if mfu is not None:
         lines.append(f"{mfu:.2f} of peak")
+    counted = r.metrics.get("flops_counted_over_analytic")
+    if counted is not None:
+        lines.append(f"counted/analytic {counted:.2f}")
     j_per_token = r.metrics.get("j_per_token")
     if j_per_token is not None:
         lines.append(f"{fmt_energy(j_per_token)}/token")

@@ -118,3 +118,16 @@ def test_env_json_and_table():
     assert info["nvml"]["usable"] is False and info["nvml"]["reason"]
     table = runner.invoke(app, ["env"])
     assert table.exit_code == 0 and "NVML" in table.output and "not usable" in table.output
+
+
+def test_count_flops_records_counted_over_analytic(tmp_path):
+    result = runner.invoke(
+        app, ["attention", *TINY, "--impl", "sdpa", "--seq-lens", "64", "--count-flops", "--no-calibrate",
+              "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    (rec,) = load_results(tmp_path).records
+    # Full (non-causal) attention: the counter sees the same two GEMMs the formula counts.
+    assert rec.metrics["flops_counted_over_analytic"] == 1.0
+    assert rec.info["flops_counted_by_module"]["Global"] == rec.metrics["flops_per_call"]
+    assert "counted/analytic 1.00" in result.output

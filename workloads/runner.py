@@ -22,6 +22,7 @@ from ..profilers.contention import CpuWindow, usable_cores
 from ..profilers.cpu import fix_malloc_policy
 from ..profilers.device import cache_policy, resolve_device
 from ..profilers.env import collect_environment, cpu_governor, git_info
+from ..profilers.flop_count import check_ratio, count_flops, counted_over_analytic
 from ..profilers.memory import is_oom, measure_peak, memory_cap
 from ..profilers.roofline import Peaks, compute_key, roofline_metrics
 from ..profilers.telemetry import NullWindow, Telemetry, headline_metrics, open_telemetry
@@ -63,6 +64,8 @@ class RunOptions:
             spec-sheet peak in mfu_spec.
         telemetry: sample NVML around each timed window (energy, power, clocks).
         idle_baseline: measure the idle device's power once and subtract it from energy.
+        count_flops: run each step once more under FlopCounterMode (outside timing) and
+            record counted/analytic FLOPs.
     """
 
     policy: TimerPolicy = TimerPolicy()
@@ -74,6 +77,7 @@ class RunOptions:
     peak_flops_override: float | None = None
     telemetry: bool = True
     idle_baseline: bool = False
+    count_flops: bool = False
 
 
 @dataclass
@@ -150,6 +154,13 @@ def _measure(
     threads = torch.get_num_threads()
     info = {**step.info, "cache_policy": policy.description, "threads": threads, **roof_info}
     warns = [*time_warnings(timing), *sweep.env_warnings]
+    if opts.count_flops:
+        counted = count_flops(step)
+        ratio = counted_over_analytic(counted.total, step.flops)
+        metrics.update(flops_counted_per_call=counted.total or None, flops_counted_over_analytic=ratio)
+        info["flops_counted_by_module"] = dict(counted.per_module)
+        if ratio is not None and check_ratio(ratio):
+            warns.append(MeasurementWarning.FLOP_COUNT_MISMATCH)
     if not opts.fake_clock:  # a fake time is not disturbed by load: keep its records reproducible
         warns += window_warnings(
             throttle_reasons=tel.get("throttle_reasons"), other_gpu_processes=tel.get("other_processes"),
