@@ -1,6 +1,7 @@
 """One pass over every GPU code path of xfbench, in a few minutes, as one compact table per section.
 
-Run on a GPU: `python bench/gpu_check.py` (< 4 min on an H100/H200). Smoke test anywhere:
+Run on a GPU: `python bench/gpu_check.py` (about 4-5 min on an H100/H200; `--quick` about 2;
+`--only hardware,attention,model` picks sections). Smoke test anywhere:
 `python bench/gpu_check.py --device cpu --quick --threads 1` (one thread: on a small shared box,
 two OpenMP threads racing other processes make every parallel region wait a scheduler tick).
 Attention cells are printed next to the reference figures of shared/GPU-REFERENCE.md (plain
@@ -14,10 +15,14 @@ import argparse
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from gpu_hw_section import calibration_section, telemetry_section  # siblings in bench/
+from gpu_model_section import POLICY as MODEL_POLICY
+from gpu_model_section import model_section
 
+from xfbench.profilers.calibrate import CalibrationResult, cache_path, to_peaks
 from xfbench.profilers.device import resolve_device
 from xfbench.profilers.timer import TimerPolicy
 from xfbench.reports.schema import Record
@@ -64,7 +69,7 @@ def sizes_for(device: torch.device, quick: bool) -> Sizes:
     return Sizes([256, 512, 1024], 1024, 2048, 2048, 8, 64)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ctx:
     device: torch.device
     quick: bool
@@ -153,8 +158,20 @@ def attention_section(ctx: Ctx) -> None:
     print("status: " + "  ".join(f"{k}={v}" for k, v in counts.items()))
 
 
-# Later issues add calibration_section, telemetry_section and model_section here.
-SECTIONS = {"attention": attention_section}
+def hardware_section(ctx: Ctx) -> None:
+    """Calibrated peaks against the spec sheet, then one record's NVML telemetry. The fresh
+    calibration becomes the peaks of the later sections, so their records carry MFU."""
+    cal = calibration_section(ctx.device)
+    ctx.opts = replace(ctx.opts, peaks=to_peaks(CalibrationResult(cal, cache_path(cal.key), reused=False)))
+    telemetry_section(ctx.device, cal)
+
+
+def model_section_cells(ctx: Ctx) -> None:
+    model_section(ctx.device, replace(ctx.opts, policy=MODEL_POLICY), ctx.quick)
+
+
+# Order matters: hardware first, so attention and model measure MFU against fresh peaks.
+SECTIONS = {"hardware": hardware_section, "attention": attention_section, "model": model_section_cells}
 
 
 def describe(device: torch.device) -> str:
