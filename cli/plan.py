@@ -25,6 +25,12 @@ def parse_count(text: str, option: str = "--params") -> float:
     return value
 
 
+def latest_model_run(root: Path = Path("runs")) -> Path | None:
+    """The newest `xfbench model` run folder under ./runs (names start with a UTC timestamp)."""
+    found = sorted(p.parent for p in root.glob("*-model/results.jsonl"))
+    return found[-1] if found else None
+
+
 def plan(
     params: str = typer.Option(..., "--params", help="Model size N: 1.3B, 350M, 124e6."),
     tokens_per_param: float = typer.Option(
@@ -34,7 +40,9 @@ def plan(
         None, "--tokens-per-s", min=1e-9, help="Training throughput of one device, tokens/s."
     ),
     results: Path | None = typer.Option(
-        None, "--results", help="Results file (or run folder) of `xfbench model`: measured train tokens/s."
+        None, "--results",
+        help="Results file (or run folder) of `xfbench model`: measured train tokens/s [default: the newest "
+        "runs/*-model folder here, when no other throughput is given].",
     ),
     mfu: float | None = typer.Option(None, "--mfu", min=1e-9, max=1.0, help="Assumed MFU (0..1); needs --peak-tflops."),
     peak_tflops: float | None = typer.Option(None, "--peak-tflops", min=1e-9, help="Peak TFLOP/s of one device."),
@@ -53,6 +61,10 @@ def plan(
         raise BadInput(f"give one throughput source, not {' and '.join(given)}")
     if (mfu is None) != (peak_tflops is None):
         raise BadInput("--mfu and --peak-tflops go together")
+    auto = not given and latest_model_run() is not None
+    if auto:
+        results = latest_model_run()
+    console = make_console()
     throughput = None
     if tokens_per_s:
         throughput = planner.from_tokens_per_s(tokens_per_s)
@@ -61,10 +73,12 @@ def plan(
 
         try:
             throughput = planner.from_results(n, load_results(results).records)
+            console.print(f"throughput measured in {results}" + (" (newest model run)" if auto else ""), markup=False)
         except ValueError as e:
-            raise BadInput(f"--results {results}: {e}") from None
+            if not auto:
+                raise BadInput(f"--results {results}: {e}") from None
     elif mfu is not None:
         throughput = planner.from_mfu(n, mfu, peak_tflops * 1e12)
     estimate = planner.make_plan(n, tokens_per_param, throughput, devices)
-    print_table(plan_table(estimate), make_console())
+    print_table(plan_table(estimate), console)
     return ExitStatus.OK

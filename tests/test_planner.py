@@ -116,18 +116,34 @@ def test_parse_count_rejects(text):
         parse_count(text)
 
 
-def test_plan_cli_default():
+def test_plan_cli_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no runs/ folder here
     result = runner.invoke(app, ["plan", "--params", "1.3B"])
     assert result.exit_code == 0, result.output
     assert "2.6e10" in result.output and "2.028e20" in result.output and "Chinchilla" in result.output
+    assert "give --tokens-per-s" in result.output
 
 
-def test_plan_cli_from_results_file(tmp_path):
-    path = tmp_path / "results.jsonl"
+def write_model_run(path):
     header = Header(tool_version="test", created_utc="2025-01-01T00:00:00+00:00", command="model")
     with ResultsWriter(path, header) as w:
         for r in RECORDS:
             w.append(r)
+
+
+def test_plan_cli_uses_the_newest_model_run_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_model_run(tmp_path / "runs" / "20260101T000000Z-model" / "results.jsonl")
+    (tmp_path / "runs" / "20260102T000000Z-attention").mkdir()  # not a model run
+    result = runner.invoke(app, ["plan", "--params", "1.3B"])
+    assert result.exit_code == 0, result.output
+    assert "runs/20260101T000000Z-model (newest model run)" in result.output
+    assert "extrapolated from 10M" in result.output and "device-hours" in result.output
+
+
+def test_plan_cli_from_results_file(tmp_path):
+    path = tmp_path / "results.jsonl"
+    write_model_run(path)
     result = runner.invoke(app, ["plan", "--params", "1.3B", "--results", str(path), "--devices", "8"])
     assert result.exit_code == 0, result.output
     assert "extrapolated from 10M" in result.output and "wall-clock on 8 device(s)" in result.output
