@@ -18,6 +18,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+def assert_no_torch(args: list[str]) -> None:
+    """Run the app with `args` in a fresh interpreter; fail if it exits non-zero or imports torch."""
+    code = (
+        "import sys\n"
+        "from xfbench.cli.main import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print('NO_TORCH')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "NO_TORCH" in out.stdout
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed console script in a fresh process."""
     full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}

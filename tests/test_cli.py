@@ -1,8 +1,6 @@
 """The CLI: start-up without torch, exit codes, one-line errors, an end-to-end tiny sweep."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -11,7 +9,7 @@ from xfbench import __version__
 from xfbench.cli.main import app
 from xfbench.reports.store import load_results
 
-from .conftest import run_cli
+from .conftest import assert_no_torch, run_cli
 
 runner = CliRunner()
 
@@ -20,19 +18,7 @@ TINY = ["--seq-lens", "32,64", "--heads", "2", "--head-dim", "16", "--max-time",
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["attention", "--help"], ["env", "--help"]])
 def test_help_and_version_never_import_torch(args):
-    code = (
-        "import sys\n"
-        "from xfbench.cli.main import app\n"
-        "try:\n"
-        f"    app({args!r})\n"
-        "except SystemExit as e:\n"
-        "    assert e.code in (0, None), e.code\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "print('NO_TORCH')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "NO_TORCH" in out.stdout
+    assert_no_torch(args)
 
 
 def test_version():

@@ -1,8 +1,6 @@
 """Compute-optimal planner: Chinchilla math, throughput from results, `xfbench plan`."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +12,8 @@ from xfbench.reports.model_report import compute_optimal_table, plan_table
 from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
 from xfbench.workloads import planner
+
+from .conftest import assert_no_torch
 
 runner = CliRunner()
 
@@ -166,16 +166,4 @@ def test_plan_cli_bad_input_is_exit_2(args, fragment):
 
 
 def test_plan_never_imports_torch():
-    code = (
-        "import sys\n"
-        "from xfbench.cli.main import app\n"
-        "try:\n"
-        "    app(['plan', '--params', '1.3B'])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code in (0, None), e.code\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "print('NO_TORCH')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert "NO_TORCH" in out.stdout
+    assert_no_torch(["plan", "--params", "1.3B"])
