@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_OUT ?= runs/demo
 
-.PHONY: install install-dev demo test lint bench clean
+.PHONY: install install-dev demo test lint bench clean gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,14 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs .pytest_cache
+
+# For a lent GPU machine (no network there): wheels of what its image lacks, for Python 3.12.
+# Then run `bash bench/gpu_run.sh` there with .whl carried (see bench/gpu_run.sh).
+GPU_WHEELS ?= pydantic platformdirs
+gpu-wheels:
+	rm -rf .whl
+	$(PIP) download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+	rm -f .whl/typing_extensions-*.whl  # the GPU image has its own
+	ls .whl

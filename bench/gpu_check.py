@@ -1,5 +1,7 @@
 """One pass over every GPU code path of xfbench, in a few minutes, as one compact table per section.
 
+On a lent GPU machine: `make gpu-wheels` here, then `bash bench/gpu_run.sh` there with `.whl`
+carried (installs pydantic/platformdirs and xfbench offline, runs this and bench/fidelity.py).
 Run on a GPU: `python bench/gpu_check.py` (about 4-5 min on an H100/H200; `--quick` about 2;
 `--only hardware,attention,model` picks sections). Smoke test anywhere:
 `python bench/gpu_check.py --device cpu --quick --threads 1` (one thread: on a small shared box,

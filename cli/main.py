@@ -10,7 +10,13 @@ import sys
 
 import typer
 from typer.core import TyperGroup
-from typer.exceptions import Abort, Exit, TyperException
+
+try:  # recent typer vendors click
+    from typer.exceptions import Abort, Exit
+    from typer.exceptions import TyperException as UsageFailure
+except ImportError:  # older typer depends on click (e.g. GPU images that pin an older typer)
+    from click.exceptions import Abort, Exit
+    from click.exceptions import ClickException as UsageFailure
 
 from .. import __version__
 from ..reports.errors import BadInput
@@ -39,7 +45,7 @@ class XfbenchGroup(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except TyperException as e:  # click's usage errors (typer vendors click)
+        except UsageFailure as e:  # click's usage errors
             if type(e).__name__ == "NoArgsIsHelpError":
                 e.show()
                 sys.exit(int(ExitStatus.BAD_INPUT))

@@ -133,13 +133,18 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
         yield None
         return
     if device.type == "cuda":
+        # The allocator's cap counts reserved segments, so start from an emptied cache.
+        torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(device).total_memory
-        used = torch.cuda.memory_allocated(device)
-        torch.cuda.set_per_process_memory_fraction(min(1.0, (used + limit_bytes) / total), device)
+        used = torch.cuda.memory_reserved(device)
+        getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        before = getter(device) if getter else 1.0
+        fraction = min(1.0, (used + limit_bytes) / total)
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
         try:
-            yield f"cuda per-process fraction {(used + limit_bytes) / total:.4f}"
+            yield f"cuda per-process fraction {fraction:.4f}"
         finally:
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.set_per_process_memory_fraction(before, device)
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     vm_kib = _proc_status_kib("VmSize") or 0

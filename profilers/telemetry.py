@@ -270,6 +270,12 @@ def _norm_uuid(u: str | None) -> str | None:
     return u
 
 
+def _permanent_errors(nv) -> tuple[type, ...]:
+    """NVML errors that will not go away by asking again."""
+    names = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
+    return tuple(getattr(nv, n) for n in names if hasattr(nv, n))
+
+
 class NvmlSampler:
     """Reads one NVML device handle. NVML must be initialised (NvmlTelemetry does it)."""
 
@@ -284,6 +290,12 @@ class NvmlSampler:
         try:
             return fn(self.handle, *args)
         except self.nv.NVMLError as e:
+            # Only a field the device or driver cannot give is dropped for the rest of the sweep;
+            # a transient error (timeout, unknown) just misses this one sample.
+            if isinstance(e, _permanent_errors(self.nv)):
+                self.unsupported[name] = f"{fn.__name__}: {e}"
+            return None
+        except getattr(self.nv, "NVMLLibraryMismatchError", ()) as e:  # driver lacks this call's version
             self.unsupported[name] = f"{fn.__name__}: {e}"
             return None
 

@@ -84,10 +84,10 @@ class CudaClock:
         self._end = torch.cuda.Event(enable_timing=True)
 
     def start(self) -> None:
-        self._start.record()
+        self._start.record(torch.cuda.current_stream(self.device))
 
     def stop(self, calls: int) -> float:
-        self._end.record()
+        self._end.record(torch.cuda.current_stream(self.device))
         self._end.synchronize()
         return self._start.elapsed_time(self._end) / 1e3
 

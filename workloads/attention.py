@@ -191,8 +191,8 @@ def prepare(case: Case, device: torch.device) -> Step:
         working = sum(t.numel() * elt for t in (x, *fwd.params))
         moved = lstm_bytes(sum(t.numel() for t in fwd.params) * elt, x.numel() * elt, b * n * width * elt, mode)
         info.update(flop_convention=LSTM_FLOPS, bytes_convention=LSTM_BYTES, model_width=width)
-        if device.type == "cuda":
-            info["cudnn_rnn"] = torch.backends.cudnn.enabled
+        if device.type == "cuda":  # whether cuDNN's RNN kernels take this input (else the native cell path)
+            info["cudnn_rnn"] = bool(torch.backends.cudnn.is_acceptable(x))
     else:
         shape = (b, h, n, d)  # (B, H, N, d)
         q, k, v = (

@@ -62,6 +62,9 @@ class CompileCounter:
 
 
 def compile_model(model: torch.nn.Module, info: dict) -> tuple[Any, CompileCounter]:
+    # Each compiled case starts from a clean Dynamo cache: otherwise earlier models' graphs
+    # count against the recompile limit and a later case silently falls back to eager.
+    torch._dynamo.reset()
     counter = CompileCounter()
     info["compile"] = "torch.compile(backend=inductor via a graph-counting wrapper)"
     return torch.compile(model, backend=counter), counter
@@ -186,9 +189,12 @@ def decode_step(
     dec = Decoder(model, prompt, new_tokens)
     info.update(kv_cache="static", kv_cache_bytes=dec.cache.nbytes, ctx=dec.ctx, floor_bytes=floor_bytes)
     if cuda_graphs:
+        reserved = torch.cuda.memory_reserved(device)
         graph = capture_graph(dec.step, device)
         fn = graph.replay
-        info["cuda_graph"] = True
+        # A replay allocates nothing: its temporaries live in the graph's private pool, held
+        # from capture on, so the memory pass sees ~0 B; the pool is recorded here instead.
+        info.update(cuda_graph=True, cuda_graph_pool_bytes=torch.cuda.memory_reserved(device) - reserved)
     else:
         fn = dec.step
 

@@ -209,6 +209,8 @@ def run_cases(
     oom_at: dict[tuple, int] = {}  # series -> smallest size that ran out of memory
     records = []
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # streams, events and graph capture use the current device
     malloc = fix_malloc_policy() if device.type == "cpu" else None
     sweep = SweepContext(
         telemetry=open_telemetry(device, opts.telemetry),
