@@ -52,5 +52,6 @@ def environment_table(env: dict[str, Any]) -> Table:
         rows.append(("calibration", cal.get("path") or cal.get("source")))
     git = env.get("git")
     if git:
-        rows.append(("git", f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}"))
+        commit = git.get("commit")
+        rows.append(("git", f"{commit}{' (dirty)' if git.get('dirty') else ''}" if commit else "not a git checkout"))
     return Table("environment", ["what", "value"], [[Cell(k), Cell(str(v))] for k, v in rows])
