@@ -127,7 +127,7 @@ def scaling_table(records: list[Record]) -> Table | None:
         "scaling: time ~ size^k, memory ~ size^k (least squares in log-log)",
         ["table", "variant", "time k", "memory k", f"fit over {name}", f"largest {name} that ran", "failed"],
         rows,
-        ["fitted over the larger half of the sizes that ran; attention: k≈2 is quadratic, k≈1 linear"],
+        ["fitted over the larger half of the sizes that ran; k≈2 is quadratic in the swept size, k≈1 linear"],
     )
 
 
