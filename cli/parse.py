@@ -13,6 +13,8 @@ _BYTE_UNITS = {
 }
 # A sweep never needs more points than this; a typo like 1:100000:+1 is caught early.
 MAX_SWEEP_POINTS = 10_000
+# Tensor dimensions past 32 bits are out of reach of every kernel measured here.
+MAX_SWEEP_VALUE = 2**31 - 1
 
 
 def _positive_int(text: str, option: str) -> int:
@@ -22,6 +24,8 @@ def _positive_int(text: str, option: str) -> int:
     value = int(text)
     if value <= 0:
         raise BadInput(f"{option}: '{text}' is not a positive integer")
+    if value > MAX_SWEEP_VALUE:
+        raise BadInput(f"{option}: {value} is larger than {MAX_SWEEP_VALUE}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -20,8 +21,8 @@ def parse_count(text: str, option: str = "--params") -> float:
     if not m:
         raise BadInput(f"{option}: '{text}' is not a count (e.g. 1.3B, 350M, 124e6)")
     value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
-    if value <= 0:
-        raise BadInput(f"{option}: '{text}' must be more than 0")
+    if not 0 < value < math.inf:
+        raise BadInput(f"{option}: '{text}' must be a finite count above 0")
     return value
 
 

@@ -30,6 +30,7 @@ class Summary:
     iqr: float
     ci_low: float
     ci_high: float
+    ci_level: float = CI_LEVEL  # CI_LEVEL, or less when too few samples reach it (n < 6)
 
     @property
     def iqr_over_median(self) -> float:
@@ -85,6 +86,8 @@ def summarize(samples: list[float]) -> Summary:
     xs = sorted(samples)
     n = len(xs)
     lo, hi = median_ci_ranks(n)
+    # [min, max] of n < MIN_SAMPLES_FOR_CI samples covers the median with 1 - 2/2^n only.
+    level = CI_LEVEL if n >= MIN_SAMPLES_FOR_CI else 1.0 - 2.0 / 2.0**n
     return Summary(
         n=n,
         median=quantile(xs, 0.5),
@@ -96,4 +99,5 @@ def summarize(samples: list[float]) -> Summary:
         iqr=quantile(xs, 0.75) - quantile(xs, 0.25),
         ci_low=xs[lo - 1],
         ci_high=xs[hi - 1],
+        ci_level=level,
     )

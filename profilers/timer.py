@@ -179,6 +179,7 @@ def measure_time(
         p90_s=s.p90,
         iqr_s=s.iqr,
         iqr_over_median=s.iqr_over_median,
+        ci_level=s.ci_level,
         ci_low_s=s.ci_low,
         ci_high_s=s.ci_high,
         ci_rel=s.ci_rel,

@@ -35,7 +35,7 @@ class TimeStats(BaseModel):
     p90_s: float
     iqr_s: float
     iqr_over_median: float
-    ci_level: float = 0.95
+    ci_level: float = Field(0.95, description="coverage of the CI: 0.95, or less with fewer than 6 samples")
     ci_low_s: float = Field(description="lower bound of the CI of the median (order statistics)")
     ci_high_s: float
     ci_rel: float = Field(description="largest distance of a CI bound from the median, / median")
@@ -110,10 +110,15 @@ class Header(BaseModel):
 
 
 class RunResult(BaseModel):
-    """A whole results file: its header and its records, in file order."""
+    """A whole results file: its header and its records, in file order.
+
+    Each command that wrote into the file (a first run, a --resume, another command into the
+    same folder) opened a segment with its own header; `header` is the first, `headers` all.
+    """
 
     header: Header
     records: list[Record]
+    headers: list[Header] = Field(default_factory=list, description="every segment's header, in file order")
     notes: list[str] = Field(default_factory=list, description="problems met while loading")
 
 
@@ -131,6 +136,8 @@ MIGRATIONS: dict[int, Any] = {}
 
 def migrate(line: dict[str, Any], version: int) -> dict[str, Any]:
     """Upgrade one raw header or record dict from `version` to SCHEMA_VERSION."""
+    if version < 1:
+        raise BadInput(f"results file has schema version {version}; versions start at 1")
     if version > SCHEMA_VERSION:
         raise BadInput(
             f"results file has schema version {version}, newer than this xfbench "

@@ -19,22 +19,24 @@ class ResultsWriter:
     """Appends lines to a results file; each line is flushed and fsynced before returning.
 
     Args:
-        path: the results file. A new file gets `header` as its first line; an existing one
-            (resume, or a second command into the same folder) is appended to.
-        header: the header to write when the file is new.
+        path: the results file. An existing one (resume, or a second command into the same
+            folder) is appended to, after a check that it reads back.
+        header: written first, so the records that follow carry this run's environment,
+            calibration and arguments (a file holds one segment per command that wrote to it).
     """
 
     def __init__(self, path: Path, header: Header):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        if not new:
+        if self.path.exists() and self.path.stat().st_size > 0:
             load_results(self.path)  # refuse to append to a file we cannot read back
             _terminate_partial_line(self.path)
-        self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: IO[str] = open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            raise BadInput(f"cannot write results to {self.path}: {e.strerror or e}") from None
         self.count = 0
-        if new:
-            self._write(header.model_dump(mode="json"))
+        self._write(header.model_dump(mode="json"))
 
     def append(self, record: Record) -> None:
         self._write(record.model_dump(mode="json"))
@@ -107,20 +109,22 @@ def load_results(path: str | Path) -> RunResult:
         raw.append((i, obj))
     if not raw or raw[0][1].get("kind") != "header":
         raise BadInput(f"{path}: not an xfbench results file (no header line)")
-    version = raw[0][1].get("schema_version")
-    if not isinstance(version, int):
-        raise BadInput(f"{path}:1: header has no integer schema_version")
-    line_no = raw[0][0]  # named in the error message
+    headers: list[Header] = []
+    records: list[Record] = []
+    line_no, version = raw[0][0], None  # named in error messages
     try:
-        header = Header.model_validate(migrate(raw[0][1], version))
-        header.schema_version = SCHEMA_VERSION
-        records = []
-        for line_no, obj in raw[1:]:  # noqa: B007
-            if obj.get("kind") == "header":
-                continue  # a later command appended into the same folder
-            records.append(Record.model_validate(migrate(obj, version)))
+        for line_no, obj in raw:  # noqa: B007
+            if obj.get("kind") == "header":  # a segment: its records migrate by its version
+                version = obj.get("schema_version")
+                if not isinstance(version, int) or isinstance(version, bool):
+                    raise BadInput(f"{path}:{line_no}: header has no integer schema_version")
+                header = Header.model_validate(migrate(obj, version))
+                header.schema_version = SCHEMA_VERSION
+                headers.append(header)
+            else:
+                records.append(Record.model_validate(migrate(obj, version)))
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise BadInput(f"{path}:{line_no}: invalid record field '{where}': {err['msg']}") from None
-    return RunResult(header=header, records=records, notes=notes)
+    return RunResult(header=headers[0], headers=headers, records=records, notes=notes)

@@ -24,3 +24,16 @@ def test_oom_record_skips_larger_lengths_and_sweep_goes_on(tmp_path):
     # The other implementation's sweep continued to the end.
     assert all(status["sdpa", n].status == "ok" for n in (128, 256, 2048, 4096))
     assert "OOM" in result.stdout and "1 of 8 cases failed" in result.stdout
+
+
+def test_resume_keeps_skipping_past_an_earlier_oom(tmp_path):
+    common = ["--impl", "naive", "--heads", "2", "--head-dim", "16", "--max-time", "0.2", "--mem-limit", "24MiB",
+              "--device", "cpu", "--no-calibrate", "--out", str(tmp_path)]
+    first = run_cli("attention", "--seq-lens", "128,2048", *common)
+    assert first.returncode == 3, first.stdout + first.stderr
+    again = run_cli("attention", "--seq-lens", "128,2048,4096", "--resume", *common)
+    assert "1 cases to run (2 already in the file" in again.stdout
+    run = load_results(tmp_path)
+    assert len(run.headers) == 2  # the resumed run wrote its own header
+    last = run.records[-1]
+    assert (last.size, last.status, last.reason) == (4096, "skipped", "naive ran out of memory at N=2048")

@@ -26,6 +26,7 @@ def test_geometric_and_arithmetic_ranges_and_lists():
         ("256:512", "START:STOP"),
         ("256:512:y2", "must be xFACTOR or +STEP"),
         ("1:100000:+1", "more than"),
+        ("99999999999999999999", "larger than"),
         ("", "no values"),
     ],
 )

@@ -44,6 +44,13 @@ def test_summarize_literal_samples():
     assert s.iqr_over_median == pytest.approx(4.5 / 5.5)
 
 
+def test_too_few_samples_report_their_true_coverage():
+    s = summarize([3.0, 1.0, 2.0])
+    assert (s.ci_low, s.ci_high) == (1.0, 3.0)
+    assert s.ci_level == 0.75  # 1 - 2 / 2^3: [min, max] misses the median when all 3 fall on one side
+    assert summarize([1.0] * 6).ci_level == 0.95
+
+
 def test_summarize_constant_samples_have_zero_spread():
     s = summarize([2.0] * 12)
     assert s.ci_rel == 0.0 and s.iqr == 0.0 and s.median == 2.0

@@ -40,7 +40,9 @@ def test_writer_round_trip_and_append(tmp_path):
     run = load_results(path.parent)
     assert run.header.schema_version == SCHEMA_VERSION
     assert [(r.size, r.status) for r in run.records] == [(128, "ok"), (256, "oom"), (512, "skipped")]
-    assert sum(1 for line in path.read_text().splitlines() if '"kind":"header"' in line) == 1
+    # Each command that wrote opened its own segment, so each record sits under its run's header.
+    assert sum(1 for line in path.read_text().splitlines() if '"kind":"header"' in line) == 2
+    assert len(run.headers) == 2 and run.header == run.headers[0]
 
 
 def test_each_record_is_on_disk_before_append_returns(tmp_path):
@@ -87,6 +89,23 @@ def test_bad_results_files_are_one_line_errors(tmp_path, content, fragment):
     with pytest.raises(BadInput) as e:
         load_results(path)
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("version", [0, -3, True])
+def test_impossible_schema_versions_are_bad_input(tmp_path, version):
+    path = tmp_path / "results.jsonl"
+    h = header().model_dump()
+    h["schema_version"] = version
+    path.write_text(json.dumps(h) + "\n")
+    with pytest.raises(BadInput, match="schema"):
+        load_results(path)
+
+
+def test_out_that_cannot_be_written_is_bad_input(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(BadInput, match="cannot write results"):
+        ResultsWriter(blocker / "results.jsonl", header())
 
 
 def test_newer_schema_is_refused(tmp_path):

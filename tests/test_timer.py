@@ -44,6 +44,7 @@ def test_unreachable_target_stops_at_max_samples_unconverged():
 def test_time_cap_stops_early_with_at_least_three_samples():
     t = measure_time(CountingStep(), TimerPolicy(target_ci_rel=0.001, max_time_s=0.0, **FAST), FakeClock())
     assert t.n == 3 and not t.converged
+    assert t.ci_level == 0.75
 
 
 def test_real_cpu_matmul_structure():

@@ -200,13 +200,17 @@ def run_cases(
     sink: Callable[[Record], None],
     opts: RunOptions = RunOptions(),
     progress: Progress | None = None,
+    oom_at: dict[tuple, float] | None = None,
 ) -> list[Record]:
-    """Measure every case in order, handing each Record to `sink` as soon as it exists."""
+    """Measure every case in order, handing each Record to `sink` as soon as it exists.
+
+    `oom_at` (series -> smallest size that ran out of memory) seeds the skip rule, e.g. from
+    the records of an earlier run that this one resumes.
+    """
     cases = list(cases)
     progress = progress or NullProgress()
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    oom_at: dict[tuple, int] = {}  # series -> smallest size that ran out of memory
+    torch.set_num_threads(opts.threads or torch.get_num_threads())  # explicit, and recorded per case
+    oom_at = dict(oom_at or {})
     records = []
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
     if device.type == "cuda":
@@ -268,8 +272,8 @@ def run_plan(
 
     Returns the records measured by this call.
     """
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+    torch.set_num_threads(opts.threads or torch.get_num_threads())
+    prior = load_results(results_path).records if results_path.exists() else []
     calibration = None
     if opts.peaks is not None or opts.peak_flops_override:
         calibration = opts.peaks.summary() if opts.peaks is not None else {}
@@ -279,4 +283,14 @@ def run_plan(
         git=git_info(), environment=collect_environment(calibration=calibration), warning_hints=hints(),
     )
     with ResultsWriter(results_path, header) as writer:
-        return run_cases(cases, writer.append, opts, progress)
+        return run_cases(cases, writer.append, opts, progress, oom_at=oom_sizes(prior))
+
+
+def oom_sizes(records: Iterable[Record]) -> dict[tuple, float]:
+    """Series -> smallest size with an out-of-memory record (the key is Case.series)."""
+    out: dict[tuple, float] = {}
+    for r in records:
+        if r.status == "oom":
+            key = (r.workload, r.label, r.variant)
+            out[key] = min(r.size, out.get(key, r.size))
+    return out
