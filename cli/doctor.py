@@ -15,7 +15,10 @@ def doctor(
     seconds: float = typer.Option(
         3.0, "--seconds", min=0.5, max=600.0, help="Length of the run-to-run noise measurement."
     ),
-    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Show calibrated peaks (cached)."),
+    calibrate: bool = typer.Option(
+        True, "--calibrate/--no-calibrate",
+        help="Show calibrated peaks: the cached ones, plus float32 on CPU / bfloat16 on CUDA measured if missing.",
+    ),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> ExitStatus:

@@ -109,6 +109,7 @@ def model(
 
     from ..profilers.device import resolve_device
     from ..reports.model_report import model_tables
+    from ..reports.select import latest
     from ..workloads.model import GPT2_VOCAB, PRESETS, ModelConfig, cases
     from ..workloads.planner import preset_plans
     from .sweep import run_sweep
@@ -136,8 +137,8 @@ def model(
         fake_clock=fake_clock,
     )
 
-    def report(run):
-        return model_tables(run, plans=preset_plans(run.records))
+    def report(run):  # replaces the generic tables: the model tables show what their cells showed
+        return model_tables(run, plans=preset_plans(latest(run.records)))
 
     return run_sweep(
         "model", plan, out, opts, resume, extra_tables=report, calibrate=calibrate, recalibrate=recalibrate

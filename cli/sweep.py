@@ -10,10 +10,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..reports.errors import BadInput
 from ..reports.schema import RunResult
+from ..reports.select import latest
 from ..reports.store import RESULTS_NAME, load_results
 from ..reports.tables import Table
-from ..reports.terminal import print_table, render
+from ..reports.terminal import render
 from ..workloads.base import Case
 from ..workloads.runner import RunOptions, pending_cases, run_plan
 from .console import SweepProgress, make_console
@@ -57,10 +59,13 @@ def run_sweep(
 ) -> ExitStatus:
     """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code.
 
-    `extra_tables` makes a command's own tables from the run; they print after the generic ones.
+    `extra_tables` makes a command's own tables from the run; they replace the generic
+    results and scaling tables (the notes met while loading the file still print).
     With `calibrate` the measured peaks (cached per machine) are loaded or measured once,
     before the first case, unless the clock is fake or `opts` already carries peaks.
     """
+    if resume and out is None:
+        raise BadInput("--resume needs --out: the run folder to resume")
     console = make_console()
     run_dir = out or default_run_dir(command)
     path = run_dir / RESULTS_NAME
@@ -73,17 +78,18 @@ def run_sweep(
         opts = with_peaks(opts, todo, console, recalibrate)
     try:
         with SweepProgress(console) as progress:
-            records = run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
+            run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished cases are in {path}", markup=False)
         return ExitStatus.INTERRUPTED
     run = load_results(path)  # every report is a function of the results file
-    render(run, console)
-    for table in extra_tables(run) if extra_tables else []:
-        print_table(table, console)
-    failed = [r for r in records if r.status in FAILED]
+    render(run, console, tables=extra_tables(run) if extra_tables else None)
+    # The outcome of the whole plan: with --resume, earlier runs' records of it count too.
+    ids = {c.id for c in cases}
+    planned = [r for r in latest(run.records) if r.case_id in ids]
+    failed = [r for r in planned if r.status in FAILED]
     console.print(f"results: {path}", markup=False)
     if failed:
-        console.print(f"{len(failed)} of {len(records)} cases failed (exit code 3)", markup=False)
+        console.print(f"{len(failed)} of {len(planned)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED
     return ExitStatus.OK

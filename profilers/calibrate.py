@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .contention import CpuWindow, usable_cores
 from .device import synchronize
@@ -66,13 +66,23 @@ CALIBRATION_POLICY = TimerPolicy(
 )
 
 
+# A measured rate or size: finite and positive. A cache file holding NaN, inf, zero or a
+# negative figure (hand-edited, or written by a broken build) fails validation and is
+# re-measured; accepted, it would print "nan FLOP/s", break the results header's strict
+# JSON, or give a negative roofline ridge point.
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
 class MatmulPeak(BaseModel):
     """Dense matmul rate of one dtype: 2*n^3 FLOPs per (n, n) @ (n, n) call."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     dtype: str
-    flop_per_s: float | None = Field(description="best over sizes of the median per-call rate; None if none ran")
-    best_size: int | None = None
-    by_size: dict[int, float] = Field(default_factory=dict, description="n -> median FLOP/s at that size")
+    flop_per_s: Positive | None = Field(description="best over sizes of the median per-call rate; None if none ran")
+    best_size: PositiveInt | None = None
+    by_size: dict[PositiveInt, Positive] = Field(default_factory=dict, description="n -> median FLOP/s at that size")
     skipped: list[str] = Field(default_factory=list, description="sizes not run, with why")
     measured_utc: str | None = None
 
@@ -80,19 +90,25 @@ class MatmulPeak(BaseModel):
 class Calibration(BaseModel):
     """Measured peaks of one device at one thread count (the cached file's content)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     version: int = CALIBRATION_VERSION
     key: dict[str, Any] = Field(description="machine, device, torch version, threads: what the figures hold for")
     created_utc: str
     device: str
     device_name: str
-    threads: int
+    threads: PositiveInt
     clock: str = Field(description="timer clock: perf_counter | cuda_event")
     matmul: dict[str, MatmulPeak] = Field(default_factory=dict)
-    copy_bytes_per_s: float | None = Field(None, description="device-to-same-device copy, bytes read + written per s")
-    copy_buffer_bytes: int | None = Field(None, description="size of the copied buffer (each of source, destination)")
-    duration_s: float = 0.0
+    copy_bytes_per_s: Positive | None = Field(
+        None, description="device-to-same-device copy, bytes read + written per s"
+    )
+    copy_buffer_bytes: PositiveInt | None = Field(
+        None, description="size of the copied buffer (each of source, destination)"
+    )
+    duration_s: float = Field(0.0, ge=0)
     cpu_other_busy_cores: float | None = Field(
-        None, description="cores other processes kept busy during the last measurement (load spoils peaks)"
+        None, ge=0, description="cores other processes kept busy during the last measurement (load spoils peaks)"
     )
 
     def peak(self, dtype: str) -> float | None:
@@ -170,7 +186,7 @@ def calibration_key(device: torch.device) -> dict[str, Any]:
         key["cuda"] = torch.version.cuda
         key["device_uuid"] = str(getattr(torch.cuda.get_device_properties(device), "uuid", "")) or None
     else:
-        key["usable_cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        key["usable_cores"] = usable_cores()
     return key
 
 
@@ -324,7 +340,11 @@ def load_cached(path: Path, key: dict[str, Any]) -> tuple[Calibration | None, st
         return None, None
     try:
         cal = Calibration.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, ValueError, ValidationError) as e:
+    except ValidationError as e:  # name the first bad field: "matmul.float32.flop_per_s: ... finite number"
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "top level"
+        return None, f"calibration cache {path} is corrupt ({where}: {err['msg']}); recalibrating"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return None, f"calibration cache {path} is corrupt ({first}); recalibrating"
     if cal.version != CALIBRATION_VERSION:

@@ -26,9 +26,10 @@ def usable_cores() -> int:
 
 
 def load_average() -> tuple[float, float, float] | None:
+    """1, 5 and 15 minute load averages; None where the OS has none (Windows) or cannot say."""
     try:
         return os.getloadavg()
-    except OSError:
+    except (OSError, AttributeError):
         return None
 
 

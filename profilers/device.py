@@ -1,4 +1,4 @@
-"""Device specifics in one place: resolving a device, synchronizing, L2 size, cache policy."""
+"""Device specifics in one place: resolving, selecting, synchronizing, allocator figures, L2 size, cache policy."""
 
 from __future__ import annotations
 
@@ -45,6 +45,28 @@ def synchronize(device: torch.device) -> None:
     """Wait for all queued work on `device` (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def use_device(device: torch.device) -> None:
+    """Make `device` the current CUDA device: streams, events and graph capture use it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Return the caching allocator's unused blocks to the driver, so the next case starts clean (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def reserved_bytes(device: torch.device) -> int | None:
+    """Bytes the CUDA caching allocator holds on `device` (in use or cached); None on CPU."""
+    return torch.cuda.memory_reserved(device) if device.type == "cuda" else None
+
+
+def allocated_bytes(device: torch.device) -> int | None:
+    """Bytes of live tensors on `device` per the CUDA caching allocator; None on CPU."""
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else None
 
 
 def l2_cache_bytes(device: torch.device) -> int | None:

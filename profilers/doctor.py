@@ -21,7 +21,8 @@ from .contention import CpuWindow, load_average, usable_cores
 from .device import synchronize
 from .env import cpu_governor
 from .stats import quantile
-from .telemetry import THROTTLE_REASONS, open_telemetry
+from .telemetry import open_telemetry
+from .telemetry_agg import THROTTLE_REASONS
 from .timer import TimerPolicy, make_clock, measure_time
 from .warnings import OTHER_CPU_SLACK_CORES, PERFORMANCE_GOVERNOR, oversubscribed
 
@@ -59,6 +60,12 @@ HARD_THROTTLE_REASONS = frozenset(
     {"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
 )
 
+# The matmul peak doctor measures when the cache lacks it: the dtype sweeps run by default
+# (--dtype auto: float32 on CPU, bfloat16 on CUDA). Every dtype already cached is shown
+# too, for free; the others (fp16 is emulated on most CPUs: seconds per size) are left to
+# `xfbench env --calibrate` or to the first sweep that needs them.
+DOCTOR_DTYPES = {"cpu": ("float32",), "cuda": ("bfloat16",)}
+
 OK, NOISY, UNFIT = "OK", "NOISY", "UNFIT"
 _RANK = {OK: 0, NOISY: 1, UNFIT: 2}
 
@@ -86,7 +93,8 @@ class Facts:
         load_avg: 1, 5, 15 minute load averages before the noise run.
         cpu_governor: cpufreq governor, None if not readable.
         nvml: NVML state of the device (or why there is none).
-        calibration: calibration summary, or None.
+        calibration: calibration summary (DOCTOR_DTYPES, measured if not cached, plus any
+            dtype already cached), or None when not asked for.
         calibration_note: why there is no calibration, or what to know about it.
     """
 
@@ -135,8 +143,11 @@ class Problem:
 
 @dataclass
 class Verdict:
+    """The level, the problems that set it, and notes that do not change it (optional facts missing)."""
+
     level: str
     problems: list[Problem]
+    notes: list[str] = field(default_factory=list)
 
 
 def verdict(f: Facts) -> Verdict:
@@ -176,13 +187,17 @@ def verdict(f: Facts) -> Verdict:
     if f.timer_overhead_s > TIMER_OVERHEAD_MAX_S:
         p.append(Problem("timer", NOISY, f"clock start/stop costs {f.timer_overhead_s * 1e6:.0f} µs",
                          "time longer windows (the timer's --target-ci needs more calls per window)"))
+    # Peaks are optional here: they say nothing about noise, so their absence is a note.
+    notes = []
     if f.calibration is None:
-        p.append(Problem("calibration", NOISY, f"no measured peaks ({f.calibration_note or 'not calibrated'})",
-                         "run `xfbench env --calibrate` on a quiet machine"))
+        notes.append(f"no measured peaks ({f.calibration_note or 'not calibrated'}): "
+                     "`xfbench env --calibrate` on a quiet machine measures them")
+    elif f.calibration_note:
+        notes.append(f"calibration: {f.calibration_note}")
     if f.device_type == "cuda":
         p.extend(_gpu_problems(f.nvml))
     level = max((x.level for x in p), key=_RANK.__getitem__, default=OK)
-    return Verdict(level, p)
+    return Verdict(level, p, notes)
 
 
 def _gpu_problems(nv: dict[str, Any]) -> list[Problem]:
@@ -305,7 +320,7 @@ def examine(
         noise = measure_noise(device, noise_seconds)
         cal, note = None, None
         if calibrate or recalibrate:
-            res = load_or_calibrate(device, recalibrate=recalibrate)
+            res = load_or_calibrate(device, dtypes=DOCTOR_DTYPES[device.type], recalibrate=recalibrate)
             cal = calibration_report(res)
             note = "; ".join(res.notes) or None
         else:
@@ -342,4 +357,5 @@ def report(f: Facts) -> dict[str, Any]:
         },
         "verdict": v.level,
         "problems": [asdict(p) for p in v.problems],
+        "notes": v.notes,
     }

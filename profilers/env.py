@@ -13,6 +13,7 @@ from typing import Any
 import psutil
 import torch
 
+from .contention import load_average, usable_cores
 from .nvml import nvml_status
 
 
@@ -78,6 +79,7 @@ def collect_environment(calibration: dict[str, Any] | None = None) -> dict[str, 
     `calibration` is the summary of the peaks a sweep is measured against (None: none used).
     """
     vm = psutil.virtual_memory()
+    load = load_average()
     nvml = nvml_status()
     devices = cuda_devices()
     nccl = None
@@ -101,12 +103,12 @@ def collect_environment(calibration: dict[str, Any] | None = None) -> dict[str, 
         "cpu_model": cpu_model(),
         "cpu_cores_physical": psutil.cpu_count(logical=False),
         "cpu_cores_logical": psutil.cpu_count(logical=True),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_affinity": usable_cores(),
         "cpu_governor": cpu_governor(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "ram_bytes": vm.total,
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_avg": list(load) if load else None,
         "driver_version": nvml.driver_version,
         "nvml": asdict(nvml),
         "calibration": calibration,

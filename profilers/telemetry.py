@@ -1,4 +1,4 @@
-"""NVML telemetry and energy around a measured window: power, energy, clocks, throttling.
+"""NVML telemetry and energy around a measured window: sampling the device, one Window per case.
 
 A background thread samples the case's GPU every SAMPLE_INTERVAL_S while the timed phase
 runs; the window is synchronized at both ends. Energy is the delta of NVML's total-energy
@@ -7,13 +7,13 @@ NVML measurement of the whole board, labelled as such. Where NVML is absent (no 
 a CPU device, an unsupported counter, a window too short) every figure is None and a
 reason says why -- never a silent 0 J, never an exception.
 
-The hardware boundary is the Sampler protocol (NvmlSampler reads a real device); tests
-drive the same windows and aggregation with a recorded series.
+The hardware boundary is the Sampler protocol (NvmlSampler reads a real device); the
+summary of a window is pure and lives in telemetry_agg.py, so tests drive the same
+windows and aggregation with a recorded series.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -22,72 +22,20 @@ from typing import Any, Protocol
 
 import torch
 
-from .device import synchronize
-
-# Background sampling period of power, clocks, reasons, temperature and utilization.
-SAMPLE_INTERVAL_S = 0.020
-# NVML's power and energy readings refresh every few tens to ~100 ms (GPU and driver
-# dependent), so the energy of a window carries up to one refresh of error at each end.
-# A window is extended (the step keeps running) until it is at least this long, which
-# keeps that error to a few percent; a window that still falls short gets energy=None.
-MIN_ENERGY_WINDOW_S = 1.0
-# How long the optional idle-power baseline samples the idle device.
-IDLE_BASELINE_S = 2.0
-
-# Clocks-event (formerly "throttle") reason bits, nvml.h nvmlClocksEventReason* /
-# nvmlClocksThrottleReason* (identical bit values; BoardLimit and Reliability exist only
-# in the older ThrottleReasons list).
-CLOCKS_EVENT_REASONS = {
-    0x001: "gpu_idle",
-    0x002: "applications_clocks_setting",
-    0x004: "sw_power_cap",
-    0x008: "hw_slowdown",
-    0x010: "sync_boost",
-    0x020: "sw_thermal_slowdown",
-    0x040: "hw_thermal_slowdown",
-    0x080: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-    0x200: "board_limit",
-    0x400: "reliability",
-}
-# Reasons that mean clocks were held below what the load asked for (power, thermal, or a
-# hardware brake). gpu_idle, application clocks, sync boost and display clocks are not.
-THROTTLE_REASONS = frozenset(
-    {
-        "sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-        "hw_power_brake_slowdown", "board_limit", "reliability",
-    }
+from .device import allocated_bytes, reserved_bytes, synchronize
+from .nvml import init_nvml, nvml_text, query_failed, shutdown_nvml
+from .telemetry_agg import (
+    MIN_ENERGY_WINDOW_S,
+    SAMPLE_INTERVAL_S,
+    Sample,
+    aggregate,
+    decode_reasons,
+    null_telemetry,
+    split_processes,
 )
 
-ENERGY_METHOD = "NVML total energy counter delta (whole board; nvmlDeviceGetTotalEnergyConsumption)"
-POWER_METHOD = "NVML power readings (nvmlDeviceGetPowerUsage) sampled every {:g} ms"
-
-
-def decode_reasons(mask: int | None) -> list[str]:
-    """Names of the set bits of a clocks-event reason mask (unknown bits as hex)."""
-    if not mask:
-        return []
-    names = [name for bit, name in CLOCKS_EVENT_REASONS.items() if mask & bit]
-    rest = mask & ~sum(CLOCKS_EVENT_REASONS)
-    if rest:
-        names.append(f"unknown_{rest:#x}")
-    return names
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One reading of the device; None where the query failed or is unsupported."""
-
-    t_s: float  # time.perf_counter() of the reading
-    power_mw: float | None = None
-    energy_mj: float | None = None  # cumulative since driver load
-    sm_clock_mhz: float | None = None
-    mem_clock_mhz: float | None = None
-    reasons_mask: int | None = None
-    temperature_c: float | None = None
-    util_gpu_pct: float | None = None
-    util_mem_pct: float | None = None
-    mem_used_bytes: int | None = None
+# How long the optional idle-power baseline samples the idle device.
+IDLE_BASELINE_S = 2.0
 
 
 class Sampler(Protocol):
@@ -106,158 +54,7 @@ class Sampler(Protocol):
         ...
 
 
-def _mean(xs: list[float]) -> float | None:
-    return math.fsum(xs) / len(xs) if xs else None
-
-
-def _integrate(points: list[tuple[float, float]]) -> float | None:
-    """Trapezoid integral of (t_s, watts) -> joules; None with fewer than two points."""
-    if len(points) < 2:
-        return None
-    return math.fsum((t1 - t0) * (p0 + p1) / 2.0 for (t0, p0), (t1, p1) in zip(points, points[1:], strict=False))
-
-
-def null_telemetry(reason: str) -> dict[str, Any]:
-    """Every telemetry figure None, with the reason (no driver, CPU device, disabled)."""
-    out: dict[str, Any] = {key: None for key in TELEMETRY_KEYS}
-    out.update(source="nvml", available=False, reason=reason, energy_reason=reason)
-    return out
-
-
-def aggregate(
-    start: Sample,
-    end: Sample,
-    series: list[Sample],
-    *,
-    calls: int,
-    tokens_per_call: float | None,
-    idle_power_w: float | None = None,
-    unsupported: dict[str, str] | None = None,
-    min_window_s: float = MIN_ENERGY_WINDOW_S,
-    interval_s: float = SAMPLE_INTERVAL_S,
-) -> dict[str, Any]:
-    """Summarize one window: `start`/`end` bracket it (after synchronizing), `series` lies between.
-
-    Returns the record's telemetry dict (keys: TELEMETRY_KEYS). Energy comes only from the
-    counter delta; `energy_power_integral_j` integrates the power samples as a cross-check.
-    """
-    unsupported = dict(unsupported or {})
-    points = [start, *series, end]
-    window_s = end.t_s - start.t_s
-    energy_j, why = None, None
-    if start.energy_mj is None or end.energy_mj is None:
-        why = "energy counter unsupported: " + unsupported.get("energy", "not read")
-    elif window_s < min_window_s:
-        why = f"window {window_s:.3g} s is shorter than {min_window_s:g} s (the energy counter's resolution)"
-    elif end.energy_mj - start.energy_mj <= 0:
-        why = f"energy counter did not advance over {window_s:.3g} s"
-    else:
-        energy_j = (end.energy_mj - start.energy_mj) / 1e3
-    tokens = calls * tokens_per_call if tokens_per_call else None
-
-    power_w = [(p.t_s, p.power_mw / 1e3) for p in points if p.power_mw is not None]
-    sm = [p.sm_clock_mhz for p in points if p.sm_clock_mhz is not None]
-    mem = [p.mem_clock_mhz for p in points if p.mem_clock_mhz is not None]
-    masks = [p.reasons_mask for p in points if p.reasons_mask is not None]
-    counts: dict[str, int] = {}
-    for m in masks:
-        for name in decode_reasons(m):
-            counts[name] = counts.get(name, 0) + 1
-    seen = {name: round(c / len(masks), 4) for name, c in sorted(counts.items())}
-    temps = [p.temperature_c for p in points if p.temperature_c is not None]
-    used = [p.mem_used_bytes for p in points if p.mem_used_bytes is not None]
-
-    out = null_telemetry("")
-    out.update(
-        available=True,
-        reason=None,
-        interval_s=interval_s,
-        samples=len(points),
-        window_s=window_s,
-        calls=calls,
-        energy_j=energy_j,
-        energy_method=ENERGY_METHOD if energy_j is not None else None,
-        energy_reason=why,
-        energy_power_integral_j=_integrate(power_w),
-        j_per_token=energy_j / tokens if energy_j is not None and tokens else None,
-        tokens_per_j=tokens / energy_j if energy_j and tokens else None,
-        power_method=POWER_METHOD.format(interval_s * 1e3) if power_w else None,
-        power_mean_w=_mean([w for _, w in power_w]),
-        power_max_w=max((w for _, w in power_w), default=None),
-        sm_clock_min_mhz=min(sm, default=None),
-        sm_clock_max_mhz=max(sm, default=None),
-        mem_clock_min_mhz=min(mem, default=None),
-        temperature_max_c=max(temps, default=None),
-        util_gpu_mean_pct=_mean([p.util_gpu_pct for p in points if p.util_gpu_pct is not None]),
-        util_mem_mean_pct=_mean([p.util_mem_pct for p in points if p.util_mem_pct is not None]),
-        nvml_device_used_max_bytes=max(used, default=None),
-        clocks_event_reasons=seen if masks else None,
-        throttle_reasons=sorted(r for r in seen if r in THROTTLE_REASONS) if masks else None,
-        unsupported=unsupported or None,
-    )
-    if idle_power_w is not None:
-        out["idle_power_w"] = idle_power_w
-        if energy_j is not None:
-            out["energy_idle_j"] = idle_power_w * window_s
-            out["energy_net_j"] = energy_j - out["energy_idle_j"]
-            out["j_per_token_net"] = out["energy_net_j"] / tokens if tokens else None
-    return out
-
-
-# Every key of a record's telemetry dict (NOTE: add new keys here and in aggregate()).
-TELEMETRY_KEYS = (
-    "source", "available", "reason", "device_uuid", "nvml_index", "interval_s", "samples", "window_s",
-    "calls", "extra_calls", "energy_j", "energy_method", "energy_reason", "energy_power_integral_j",
-    "j_per_token", "tokens_per_j", "idle_power_w", "energy_idle_j", "energy_net_j", "j_per_token_net",
-    "power_method", "power_mean_w", "power_max_w", "power_limit_w", "sm_clock_min_mhz", "sm_clock_max_mhz",
-    "mem_clock_min_mhz", "temperature_max_c", "util_gpu_mean_pct", "util_mem_mean_pct",
-    "clocks_event_reasons", "throttle_reasons", "other_processes", "gpu_memory",
-    "nvml_device_used_max_bytes", "unsupported",
-)
-
-# Headline figures copied into record.metrics (scalars, for tables and compare).
-METRIC_KEYS = (
-    "energy_j", "j_per_token", "tokens_per_j", "power_mean_w", "power_max_w", "sm_clock_min_mhz",
-    "energy_net_j", "j_per_token_net",
-)
-
-
-def headline_metrics(tel: dict[str, Any]) -> dict[str, Any]:
-    """The scalar figures of a telemetry dict for record.metrics (None where absent)."""
-    out = {k: tel.get(k) for k in METRIC_KEYS}
-    reasons = tel.get("throttle_reasons")
-    out["throttle_reasons"] = ",".join(reasons) if reasons else None
-    return out
-
-
-def split_processes(procs: list[tuple[int, int | None]], own_pid: int) -> tuple[int | None, list[dict], str | None]:
-    """(this process's NVML bytes, the other processes, a note) from NVML's process list.
-
-    In a container NVML reports host PIDs, so our own PID may be missing: then one entry
-    is assumed to be ours and the rest are counted as others, with a note.
-    """
-    mine = [used for pid, used in procs if pid == own_pid]
-    others = [{"pid": pid, "used_bytes": used} for pid, used in procs if pid != own_pid]
-    if mine:
-        return mine[0], others, None
-    if procs:
-        return None, others[1:], "own PID not in NVML's process list (PID namespace?); one entry counted as ours"
-    return None, [], None
-
-
 # --- the real device ----------------------------------------------------------------
-
-
-def _nvml():
-    import pynvml
-
-    return pynvml
-
-
-def _text(x: Any) -> str | None:
-    if x is None:
-        return None
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def _norm_uuid(u: str | None) -> str | None:
@@ -277,10 +74,15 @@ def _permanent_errors(nv) -> tuple[type, ...]:
 
 
 class NvmlSampler:
-    """Reads one NVML device handle. NVML must be initialised (NvmlTelemetry does it)."""
+    """Reads one NVML device handle.
 
-    def __init__(self, handle: Any):
-        self.nv = _nvml()
+    Args:
+        nv: the initialised pynvml module (from init_nvml; open_telemetry does it).
+        handle: the device's NVML handle.
+    """
+
+    def __init__(self, nv: Any, handle: Any):
+        self.nv = nv
         self.handle = handle
         self.unsupported: dict[str, str] = {}
 
@@ -342,8 +144,8 @@ class NvmlSampler:
         limit = self._get("power_limit", nv.nvmlDeviceGetEnforcedPowerLimit)
         persistence = self._get("persistence_mode", nv.nvmlDeviceGetPersistenceMode)
         return {
-            "name": _text(self._get("name", nv.nvmlDeviceGetName)),
-            "uuid": _text(self._get("uuid", nv.nvmlDeviceGetUUID)),
+            "name": nvml_text(self._get("name", nv.nvmlDeviceGetName)),
+            "uuid": nvml_text(self._get("uuid", nv.nvmlDeviceGetUUID)),
             "persistence_mode": None if persistence is None else bool(persistence == nv.NVML_FEATURE_ENABLED),
             "power_limit_w": limit / 1e3 if limit is not None else None,
             "sm_clock_max_mhz": self._get("sm_clock_max", nv.nvmlDeviceGetMaxClockInfo, nv.NVML_CLOCK_SM),
@@ -351,21 +153,20 @@ class NvmlSampler:
         }
 
 
-def nvml_index_for(device: torch.device) -> tuple[int | None, str | None, str | None]:
+def nvml_index_for(nv: Any, device: torch.device) -> tuple[int | None, str | None, str | None]:
     """(NVML index, device UUID, why not) of a CUDA device, matched by UUID.
 
     torch's index counts only CUDA_VISIBLE_DEVICES, in CUDA's order; NVML sees every GPU in
     PCI order. The UUID is the same in both, so match on it; never assume equal indices.
-    NVML must be initialised.
+    `nv` is the initialised pynvml module.
     """
-    nv = _nvml()
     props = torch.cuda.get_device_properties(device)
     want = _norm_uuid(str(getattr(props, "uuid", "") or ""))
     # Fallback key: PCI (domain, bus, device), which torch and NVML both report.
     pci = tuple(getattr(props, f"pci_{k}_id", None) for k in ("domain", "bus", "device"))
     for i in range(nv.nvmlDeviceGetCount()):
         h = nv.nvmlDeviceGetHandleByIndex(i)
-        uuid = _text(nv.nvmlDeviceGetUUID(h))
+        uuid = nvml_text(nv.nvmlDeviceGetUUID(h))
         if want and _norm_uuid(uuid) == want:
             return i, uuid, None
         if None not in pci:
@@ -443,10 +244,9 @@ def gpu_memory(
     device: torch.device, nvml_process_bytes: int | None, nvml_device_bytes: int | None, note: str | None = None
 ) -> dict[str, Any]:
     """The four GPU memory figures side by side, read at the same moment (window end)."""
-    cuda = device.type == "cuda"
     return {
-        "torch_allocated_bytes": torch.cuda.memory_allocated(device) if cuda else None,
-        "torch_reserved_bytes": torch.cuda.memory_reserved(device) if cuda else None,
+        "torch_allocated_bytes": allocated_bytes(device),
+        "torch_reserved_bytes": reserved_bytes(device),
         "nvml_process_used_bytes": nvml_process_bytes,
         "nvml_device_used_bytes": nvml_device_bytes,
         "note": note,
@@ -479,6 +279,7 @@ class Telemetry:
         sampler: None when telemetry is unavailable; `reason` then says why.
         reason: why there is no telemetry.
         nvml_index, device_uuid: which NVML device the torch device maps to.
+        nv: the pynvml module while this object holds an NVML initialisation (close() ends it).
     """
 
     device: torch.device
@@ -486,7 +287,7 @@ class Telemetry:
     reason: str | None = None
     nvml_index: int | None = None
     device_uuid: str | None = None
-    _owns_nvml: bool = field(default=False, repr=False)
+    nv: Any = field(default=None, repr=False)
     _limit_w: float | None = field(default=None, repr=False)
 
     @property
@@ -537,12 +338,9 @@ class Telemetry:
         }
 
     def close(self) -> None:
-        if self._owns_nvml:
-            self._owns_nvml = False
-            try:
-                _nvml().nvmlShutdown()
-            except Exception:  # noqa: BLE001 - shutting down must never fail a sweep
-                pass
+        if self.nv is not None:
+            nv, self.nv = self.nv, None
+            shutdown_nvml(nv)
 
 
 def open_telemetry(device: torch.device, enabled: bool = True) -> Telemetry:
@@ -553,33 +351,24 @@ def open_telemetry(device: torch.device, enabled: bool = True) -> Telemetry:
     """
     if not enabled:
         return Telemetry(device, reason="telemetry disabled (--no-telemetry)")
-    try:
-        nv = _nvml()
-    except ImportError as e:
-        return Telemetry(device, reason=f"nvidia-ml-py is not installed ({e})")
-    try:
-        nv.nvmlInit()
-    except nv.NVMLError as e:
-        why = f"NVML init failed: {e} ({type(e).__name__})"
-        if device.type != "cuda":
-            why = f"device '{device}' has no NVML telemetry (NVML measures NVIDIA GPUs); {why}"
-        return Telemetry(device, reason=why)
-    except OSError as e:
-        return Telemetry(device, reason=f"NVML init failed: {e}")
-    tel = Telemetry(device, _owns_nvml=True)
+    nv, why = init_nvml()
     if device.type != "cuda":
-        tel.reason = f"device '{device}' has no NVML telemetry (NVML measures NVIDIA GPUs)"
-        tel.close()
-        return tel
+        if nv is not None:
+            shutdown_nvml(nv)
+        no_gpu = f"device '{device}' has no NVML telemetry (NVML measures NVIDIA GPUs)"
+        return Telemetry(device, reason=f"{no_gpu}; {why}" if why else no_gpu)
+    if nv is None:
+        return Telemetry(device, reason=why)
+    tel = Telemetry(device, nv=nv)
     try:
-        index, uuid, why = nvml_index_for(device)
+        index, uuid, why = nvml_index_for(nv, device)
         if index is None:
             tel.reason = why
             tel.close()
             return tel
         tel.nvml_index, tel.device_uuid = index, uuid
-        tel.sampler = NvmlSampler(nv.nvmlDeviceGetHandleByIndex(index))
+        tel.sampler = NvmlSampler(nv, nv.nvmlDeviceGetHandleByIndex(index))
     except nv.NVMLError as e:
-        tel.reason = f"NVML query failed: {e}"
+        tel.reason = query_failed(e)
         tel.close()
     return tel

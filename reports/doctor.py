@@ -61,8 +61,10 @@ def doctor_table(rep: dict[str, Any]) -> Table:
 
 
 def verdict_lines(rep: dict[str, Any]) -> list[str]:
-    """The verdict, then one line per problem with its hint."""
+    """The verdict, one line per problem with its hint, then notes that did not change it."""
     lines = [f"verdict: {rep['verdict']}"]
     for p in rep["problems"]:
         lines.append(f"  {p['level']}: {p['message']} -> {p['hint']}")
+    for note in rep.get("notes") or ():
+        lines.append(f"  note: {note}")
     return lines

@@ -1,39 +1,41 @@
 """Model-scale report: pure functions from `xfbench model` records to format-neutral Tables.
 
-Per mode, one row per (model, variant): tokens/s, step time, MFU, measured peak memory
+Per mode, one row per (model, variant): tokens/s, step time ±CI, MFU, measured peak memory
 against the analytic estimate and the unexplained residual (decode: time per token and its
 ratio to the bandwidth floor); then the scaling exponents across models, the attention
-share of FLOPs, and compute-optimal training estimates at the measured rates.
+share of FLOPs, and compute-optimal training estimates at the measured rates. These tables
+replace the generic ones for `xfbench model`, so each shows what a generic cell showed
+(CI, warnings with hints, FLOP convention). Reports never import workloads (torch): what a
+workload defines, e.g. tokens/s, comes from the records' info.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .scaling import fit_loglog
+from .scaling import FAILED, exponent, ran, series
 from .schema import Record, RunResult
-from .tables import Cell, Table
-from .units import fmt_bytes, fmt_exponent, fmt_flops, fmt_pct, fmt_rate, fmt_size, fmt_time
-
-# NOTE: the same text as workloads.model.TOKENS_DEFINITION, which records carry in
-# info['tokens_definition']; this copy only serves records written without it.
-TOKENS_DEFINITION = (
-    "tokens/s = tokens per step / median step time; a train or prefill step processes "
-    "B·T input tokens (B sequences of T), a decode step generates B tokens (one per sequence)"
+from .select import latest
+from .tables import ENERGY_NOTE, Cell, Table, peak_note, synthetic_notes, warning_notes
+from .units import (
+    fmt_bytes,
+    fmt_energy,
+    fmt_exponent,
+    fmt_flops,
+    fmt_pct,
+    fmt_rate,
+    fmt_size,
+    fmt_time,
+    fmt_time_ci,
+    sci,
 )
+
+NO_TOKENS_DEFINITION = "tokens/s: these records carry no info['tokens_definition']"
 MFU_NOTE = (
     "MFU = analytic FLOP/s / peak: 'measured' against the calibrated peak (xfbench env --calibrate), "
     "'spec' against the device's spec sheet; '-' where the record has no such metric"
 )
 WORKLOAD = "model"
-
-
-def sci(x: float | None) -> str:
-    """A large count in short scientific notation: 2.028e20."""
-    if x is None:
-        return "-"
-    mantissa, _, exp = f"{x:.4g}".partition("e")
-    return f"{mantissa}e{int(exp)}" if exp else mantissa
 
 
 def _model_records(records: list[Record]) -> list[Record]:
@@ -65,6 +67,12 @@ def _residual(r: Record) -> tuple[Cell, Cell]:
 
 def _notes_cell(r: Record) -> Cell:
     parts, style = [], None
+    counted = _num(r.metrics.get("flops_counted_over_analytic"))
+    if counted is not None:
+        parts.append(f"counted/analytic {counted:.2f}")
+    j_per_token = _num(r.metrics.get("j_per_token"))
+    if j_per_token is not None:
+        parts.append(f"{fmt_energy(j_per_token)}/token")
     if "compile_s" in r.info:
         parts.append(f"compile {fmt_time(_num(r.info['compile_s']))}")
     recompiles = r.info.get("recompiles_in_timed_loop")
@@ -84,8 +92,14 @@ def _length(r: Record) -> str:
     return str(p.get("seq_len", "-"))
 
 
-def mode_table(label: str, recs: list[Record]) -> Table:
-    """One table per label (mode, dtype, batch): rows are models (smallest first) x variants."""
+def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = None) -> Table:
+    """One table per label (mode, dtype, batch): rows are models (smallest first) x variants.
+
+    Args:
+        label: the table's records' label.
+        recs: its records, the latest of each case (model_tables passes latest(...)).
+        hints: warning code -> what to do (the results header's warning_hints).
+    """
     decode = recs[0].params.get("mode") == "decode"
     head = ["model", "params", "variant", "P+M" if decode else "T", "tokens/s"]
     if decode:
@@ -93,10 +107,10 @@ def mode_table(label: str, recs: list[Record]) -> Table:
     else:
         head += ["step time", "FLOP/s", "MFU measured", "MFU spec"]
     head += ["peak mem", "analytic", "residual", "notes"]
-    latest = {(r.size, r.variant): r for r in recs}  # a resumed case: the last record wins
+    ordered = sorted(recs, key=lambda r: (r.size, r.variant))
     rows = []
-    for (size, _variant), r in sorted(latest.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        row = [Cell(str(r.params.get("preset", ""))), Cell(fmt_size(size)), Cell(r.variant), Cell(_length(r))]
+    for r in ordered:
+        row = [Cell(str(r.params.get("preset", ""))), Cell(fmt_size(r.size)), Cell(r.variant), Cell(_length(r))]
         if r.status != "ok" or r.time is None:
             row.append(_status_cell(r))
             row += [Cell("")] * (len(head) - len(row))
@@ -106,13 +120,13 @@ def mode_table(label: str, recs: list[Record]) -> Table:
         if decode:
             over = _num(r.metrics.get("time_over_floor"))
             row += [
-                Cell(fmt_time(r.time.median_s)),
+                Cell(fmt_time_ci(r.time.median_s, r.time.ci_rel, r.time.ci_level)),
                 Cell("-" if over is None else f"{over:.2f}x"),
                 Cell(fmt_bytes(_num(r.info.get("kv_cache_bytes")))),
             ]
         else:
             row += [
-                Cell(fmt_time(r.time.median_s)),
+                Cell(fmt_time_ci(r.time.median_s, r.time.ci_rel, r.time.ci_level)),
                 Cell(fmt_flops(_num(r.metrics.get("flop_per_s")))),
                 Cell(fmt_pct(_num(r.metrics.get("mfu_measured")))),
                 Cell(fmt_pct(_num(r.metrics.get("mfu_spec")))),
@@ -123,14 +137,21 @@ def mode_table(label: str, recs: list[Record]) -> Table:
     conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
     formulas = sorted({str(r.info["mem_formula"]) for r in recs if "mem_formula" in r.info})
     methods = sorted({r.memory.method for r in recs if r.memory is not None})
-    notes = [str(recs[0].info.get("tokens_definition", TOKENS_DEFINITION))]  # as the workload defines it
+    # tokens/s as the workload defined it when it wrote the records (workloads.model.TOKENS_DEFINITION)
+    definitions = list(dict.fromkeys(str(r.info["tokens_definition"]) for r in recs if "tokens_definition" in r.info))
+    notes = [*synthetic_notes(recs), *(definitions or [NO_TOKENS_DEFINITION])]
     if decode:
         notes.append(
-            "time/token = one decode step (B tokens); x floor = time / (bytes of weights + KV cache read per "
-            "step / measured bandwidth), '-' until the record has metrics['time_over_floor']"
+            "time/token = median of one decode step (B tokens) ±95% CI of the median (relative); "
+            "x floor = time / (bytes of weights + KV cache read per step / measured bandwidth), "
+            "'-' until the record has metrics['time_over_floor']"
         )
     else:
+        notes.append("step time = median ±95% CI of the median (relative); FLOP/s = analytic FLOPs / median")
         notes.append(MFU_NOTE)
+        peak = peak_note(recs)
+        if peak:
+            notes.append(peak)
     notes += [f"FLOPs: {c}" for c in conventions]
     notes.append(
         "peak mem: measured peak above the memory in use before a step"
@@ -138,35 +159,33 @@ def mode_table(label: str, recs: list[Record]) -> Table:
         + "; analytic: the estimate of that same in-step peak; residual = measured - analytic"
     )
     notes += [f"analytic memory: {f}" for f in formulas]
+    if any(r.metrics.get("j_per_token") is not None for r in recs):
+        notes.append(ENERGY_NOTE)
+    notes += warning_notes(recs, hints)
     notes += [
         f"{r.params.get('preset')} {r.variant}: {r.status}: {r.reason}"
-        for r in sorted(latest.values(), key=lambda r: (r.size, r.variant)) if r.status != "ok" and r.reason
+        for r in ordered if r.status != "ok" and r.reason
     ]
     return Table(f"{label}: throughput and memory by model size", head, rows, notes)
 
 
 def scaling_table(records: list[Record]) -> Table | None:
-    """Fitted exponents k of tokens/s ~ N^k and peak memory ~ N^k per (mode, variant)."""
-    groups: dict[tuple[str, str], list[Record]] = {}
-    for r in records:
-        groups.setdefault((r.label, r.variant), []).append(r)
+    """Fitted exponents k of tokens/s ~ N^k and peak memory ~ N^k per (mode, variant).
+
+    The series and the fit are reports.scaling's; unlike its larger-half fit, every model
+    that ran counts (a sweep has a handful of models, not a dozen sizes).
+    """
     rows = []
-    for (label, variant), recs in groups.items():
-        ok = [r for r in recs if r.status == "ok" and r.time is not None]
-        tps = [(float(r.size), _num(r.metrics.get("tokens_per_s"))) for r in ok]
-        tps = [(n, v) for n, v in tps if v]
-        mem = [(float(r.size), float(r.memory.peak_bytes)) for r in ok if r.memory is not None and r.memory.peak_bytes]
-        ana = [(float(r.size), _num(r.info.get("mem_analytic_bytes"))) for r in ok]
-        ana = [(n, v) for n, v in ana if v]
-
-        def k(pts):
-            return fit_loglog(*zip(*pts, strict=True)) if len(pts) >= 2 else None
-
-        presets = ", ".join(str(r.params.get("preset")) for r in sorted(ok, key=lambda r: r.size)) or "none"
-        failed = ", ".join(f"{r.params.get('preset')}: {r.status}" for r in recs if r.status in ("oom", "error"))
+    for (label, variant), recs in series(records).items():
+        ok = sorted(ran(recs), key=lambda r: r.size)
+        k_tps = exponent([(float(r.size), _num(r.metrics.get("tokens_per_s"))) for r in ok])
+        k_mem = exponent([(float(r.size), _num(r.memory.peak_bytes)) for r in ok if r.memory is not None])
+        k_ana = exponent([(float(r.size), _num(r.info.get("mem_analytic_bytes"))) for r in ok])
+        presets = ", ".join(str(r.params.get("preset")) for r in ok) or "none"
+        failed = ", ".join(f"{r.params.get('preset')}: {r.status}" for r in recs if r.status in FAILED)
         rows.append([
-            Cell(label), Cell(variant), Cell(fmt_exponent(k(tps))), Cell(fmt_exponent(k(mem))),
-            Cell(fmt_exponent(k(ana))), Cell(presets), Cell(failed, "bad" if failed else None),
+            Cell(label), Cell(variant), Cell(fmt_exponent(k_tps)), Cell(fmt_exponent(k_mem)),
+            Cell(fmt_exponent(k_ana)), Cell(presets), Cell(failed, "bad" if failed else None),
         ])
     if not rows:
         return None
@@ -175,6 +194,7 @@ def scaling_table(records: list[Record]) -> Table | None:
         ["table", "variant", "tokens/s k", "peak mem k", "analytic total mem k", "models fitted", "failed"],
         rows,
         [
+            *synthetic_notes(records),
             "FLOPs per token grow as N, so a compute-bound step gives tokens/s k ≈ -1 (closer to 0 when "
             "small models are overhead-bound); training memory (16 B/param + activations) grows with k ≤ 1",
         ],
@@ -281,11 +301,17 @@ def _hours(h: float | None) -> str:
 
 
 def model_tables(run: RunResult, plans: list[tuple[str, Any]] | None = None) -> list[Table]:
-    """Every model-report table of a run, in order (empty when it has no model records)."""
-    recs = _model_records(run.records)
+    """Every model-report table of a run, in order (empty when it has no model records).
+
+    A resumed case shows only its latest record.
+    """
+    recs = latest(_model_records(run.records))
     by_label: dict[str, list[Record]] = {}
     for r in recs:
         by_label.setdefault(r.label, []).append(r)
-    tables = [mode_table(label, rs) for label, rs in by_label.items()]
-    extra = [scaling_table(recs), attention_share_table(recs), compute_optimal_table(plans or [])]
+    tables = [mode_table(label, rs, run.header.warning_hints) for label, rs in by_label.items()]
+    optimal = compute_optimal_table(plans or [])
+    if optimal is not None:
+        optimal.notes[:0] = synthetic_notes(recs)  # its rates are the measured (or faked) ones
+    extra = [scaling_table(recs), attention_share_table(recs), optimal]
     return tables + [t for t in extra if t is not None]

@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass
 
 from .schema import Record
+from .select import latest
+
+FAILED = ("oom", "error")
 
 
 def fit_loglog(xs: list[float], ys: list[float]) -> float | None:
@@ -35,6 +38,28 @@ def larger_half(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return pts[-keep:]
 
 
+def exponent(points: list[tuple[float, float | None]]) -> float | None:
+    """fit_loglog over (size, value) points; points without a positive value are left out.
+
+    None with fewer than two points left.
+    """
+    pts = [(x, y) for x, y in points if y is not None and y > 0]
+    return fit_loglog([x for x, _ in pts], [y for _, y in pts]) if len(pts) >= 2 else None
+
+
+def series(records: list[Record]) -> dict[tuple[str, str], list[Record]]:
+    """The latest record of each case, grouped per series (label, variant), in first-seen order."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in latest(records):
+        groups.setdefault((r.label, r.variant), []).append(r)
+    return groups
+
+
+def ran(recs: list[Record]) -> list[Record]:
+    """The records that ran and were timed."""
+    return [r for r in recs if r.status == "ok" and r.time is not None]
+
+
 @dataclass(frozen=True)
 class SeriesFit:
     """Scaling summary of one series (label, variant)."""
@@ -50,26 +75,21 @@ class SeriesFit:
 
 
 def fit_series(records: list[Record]) -> list[SeriesFit]:
-    """One SeriesFit per (label, variant), in first-seen order."""
-    groups: dict[tuple[str, str], list[Record]] = {}
-    for r in records:
-        groups.setdefault((r.label, r.variant), []).append(r)
+    """One SeriesFit per (label, variant), in first-seen order, from the latest record of each case."""
     out = []
-    for (label, variant), recs in groups.items():
-        ok = [r for r in recs if r.status == "ok" and r.time is not None]
+    for (label, variant), recs in series(records).items():
+        ok = ran(recs)
         t_pts = larger_half([(float(r.size), r.time.median_s) for r in ok])
         m_pts = larger_half(
             [(float(r.size), float(r.memory.peak_bytes)) for r in ok
              if r.memory is not None and r.memory.peak_bytes]
         )
-        failed = tuple(
-            f"{r.status} at {r.size_name}={r.size}" for r in recs if r.status in ("oom", "error")
-        )
+        failed = tuple(f"{r.status} at {r.size_name}={r.size}" for r in recs if r.status in FAILED)
         out.append(
             SeriesFit(
                 label=label, variant=variant, size_name=recs[0].size_name,
-                time_exponent=fit_loglog(*zip(*t_pts, strict=True)) if len(t_pts) >= 2 else None,
-                memory_exponent=fit_loglog(*zip(*m_pts, strict=True)) if len(m_pts) >= 2 else None,
+                time_exponent=exponent(t_pts),
+                memory_exponent=exponent(m_pts),
                 fit_sizes=tuple(p[0] for p in t_pts) if len(t_pts) >= 2 else (),
                 largest_ok=max((float(r.size) for r in ok), default=None),
                 failed=failed,

@@ -84,7 +84,7 @@ class Record(BaseModel):
     telemetry: dict[str, Any] | None = Field(
         None,
         description="device telemetry of the timed window: NVML energy, power, clocks, throttle reasons, "
-        "GPU memory side by side, CPU contention (keys: profilers.telemetry.TELEMETRY_KEYS); "
+        "GPU memory side by side, CPU contention (keys: profilers.telemetry_agg.TELEMETRY_KEYS); "
         "every figure None with a reason where unavailable",
     )
     started_utc: str | None = None

@@ -1,7 +1,9 @@
-"""Format-neutral tables built once from records; terminal/Markdown/CSV renderers only draw them.
+"""Format-neutral tables built once from records; renderers only draw them.
 
+The terminal renderer (reports/terminal.py) is the one that exists; Markdown, CSV or HTML
+renderers to come need only map Cell and Table, never rebuild the grouping or the notes.
 Grouping comes from record metadata, never from workload names: label -> one table,
-size -> row, variant -> column.
+size -> row, variant -> column. A resumed case shows only its latest record (select.latest).
 """
 
 from __future__ import annotations
@@ -10,7 +12,16 @@ from dataclasses import dataclass, field
 
 from .scaling import fit_series
 from .schema import Record, RunResult
-from .units import fmt_bytes, fmt_energy, fmt_exponent, fmt_flops, fmt_size, fmt_time
+from .select import latest
+from .units import fmt_bytes, fmt_energy, fmt_exponent, fmt_flops, fmt_size, fmt_time_ci
+
+# Shown wherever a table's times come from --fake-clock (profilers FakeClock), so its
+# tidy numbers are never read as a measurement.
+SYNTHETIC_NOTE = (
+    "times are synthetic: a deterministic FakeClock (--fake-clock) made them, not a measurement; "
+    "so are the rates and exponents computed from them"
+)
+ENERGY_NOTE = "energy per token: NVML board energy counter over the timed window / tokens"
 
 
 @dataclass(frozen=True)
@@ -38,7 +49,7 @@ def result_cell(r: Record | None) -> Cell:
     if r.status == "skipped":
         return Cell("skipped (see below)", "dim")
     t = r.time
-    lines = [f"{fmt_time(t.median_s)} ±{100 * t.ci_rel:.1f}%", fmt_flops(r.metrics.get("flop_per_s"))]
+    lines = [fmt_time_ci(t.median_s, t.ci_rel, t.ci_level), fmt_flops(r.metrics.get("flop_per_s"))]
     if r.memory is not None:
         lines.append(fmt_bytes(r.memory.peak_bytes))
     mfu = r.metrics.get("mfu_measured")
@@ -53,7 +64,23 @@ def result_cell(r: Record | None) -> Cell:
     return Cell("\n".join(lines), "warn" if r.warnings else None)
 
 
-def _peak_note(recs: list[Record]) -> str | None:
+def synthetic_notes(recs: list[Record]) -> list[str]:
+    """SYNTHETIC_NOTE when any record was timed by the fake clock."""
+    return [SYNTHETIC_NOTE] if any(r.time is not None and r.time.clock == "fake" for r in recs) else []
+
+
+def warning_notes(recs: list[Record], hints: dict[str, str] | None) -> list[str]:
+    """Which warnings the highlighted cells carry, then each one's hint from the results header."""
+    warned = sorted({w for r in recs for w in r.warnings})
+    if not warned:
+        return []
+    return [
+        f"highlighted cells carry warnings: {', '.join(warned)}",
+        *(f"  {w}: {hints[w]}" for w in warned if hints and w in hints),
+    ]
+
+
+def peak_note(recs: list[Record]) -> str | None:
     """What 'of peak' divides by, from the records themselves."""
     peaks = {
         (r.info.get("peak_dtype"), r.metrics.get("peak_measured_flop_per_s"))
@@ -67,7 +94,10 @@ def _peak_note(recs: list[Record]) -> str | None:
 
 
 def results_tables(records: list[Record], hints: dict[str, str] | None = None) -> list[Table]:
-    """One table per label: rows are sizes, columns are variants; `hints` explain warning codes."""
+    """One table per label: rows are sizes, columns are variants; `hints` explain warning codes.
+
+    Pass latest(records) when a file may hold reruns (all_tables does).
+    """
     by_label: dict[str, list[Record]] = {}
     for r in records:
         by_label.setdefault(r.label, []).append(r)
@@ -75,13 +105,14 @@ def results_tables(records: list[Record], hints: dict[str, str] | None = None) -
     for label, recs in by_label.items():
         variants = list(dict.fromkeys(r.variant for r in recs))
         sizes = sorted({r.size for r in recs})
-        cell = {(r.size, r.variant): r for r in recs}  # a resumed case: the last record wins
+        cell = {(r.size, r.variant): r for r in recs}
         rows = [
             [Cell(fmt_size(s))] + [result_cell(cell.get((s, v))) for v in variants] for s in sizes
         ]
         conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
         methods = sorted({r.memory.method for r in recs if r.memory is not None})
         notes = [
+            *synthetic_notes(recs),
             "cell: median time per call ±95% CI of the median (relative) · "
             "FLOP/s = analytic FLOPs / median · peak memory above baseline"
             + (f" ({', '.join(methods)})" if methods else ""),
@@ -89,15 +120,12 @@ def results_tables(records: list[Record], hints: dict[str, str] | None = None) -
         ]
         for variant, reason in dict.fromkeys((r.variant, r.reason) for r in recs if r.status != "ok"):
             notes.append(f"{variant}: {reason}")
-        peak = _peak_note(recs)
+        peak = peak_note(recs)
         if peak:
             notes.append(peak)
         if any(r.metrics.get("j_per_token") is not None for r in recs):
-            notes.append("energy per token: NVML board energy counter over the timed window / tokens")
-        warned = sorted({w for r in recs for w in r.warnings})
-        if warned:
-            notes.append(f"highlighted cells carry warnings: {', '.join(warned)}")
-            notes.extend(f"  {w}: {hints[w]}" for w in warned if hints and w in hints)
+            notes.append(ENERGY_NOTE)
+        notes += warning_notes(recs, hints)
         title = f"{label} — median time/call ±95% CI · FLOP/s · peak memory"
         tables.append(Table(title, [recs[0].size_name, *variants], rows, notes))
     return tables
@@ -127,11 +155,16 @@ def scaling_table(records: list[Record]) -> Table | None:
         "scaling: time ~ size^k, memory ~ size^k (least squares in log-log)",
         ["table", "variant", "time k", "memory k", f"fit over {name}", f"largest {name} that ran", "failed"],
         rows,
-        ["fitted over the larger half of the sizes that ran; k≈2 is quadratic in the swept size, k≈1 linear"],
+        [
+            *synthetic_notes(records),
+            "fitted over the larger half of the sizes that ran; k≈2 is quadratic in the swept size, k≈1 linear",
+        ],
     )
 
 
 def all_tables(run: RunResult) -> list[Table]:
-    tables = results_tables(run.records, run.header.warning_hints)
-    scaling = scaling_table(run.records)
+    """The generic tables of a run, from the latest record of each case."""
+    records = latest(run.records)
+    tables = results_tables(records, run.header.warning_hints)
+    scaling = scaling_table(records)
     return tables + ([scaling] if scaling else [])

@@ -23,11 +23,11 @@ def to_rich(t: Table) -> RichTable:
     return rt
 
 
-def render(run: RunResult, console: Console) -> None:
-    """Print every table of a run to `console`."""
+def render(run: RunResult, console: Console, tables: list[Table] | None = None) -> None:
+    """Print the load notes of a run, then `tables` (default: the generic tables of the run)."""
     for note in run.notes:
         console.print(Text(f"note: {note}", style="yellow"))
-    for t in all_tables(run):
+    for t in all_tables(run) if tables is None else tables:
         print_table(t, console)
 
 

@@ -57,3 +57,18 @@ def fmt_size(n: float) -> str:
         return f"{n:g}"
     n = int(n)
     return str(n) if n < 10_000 else _scaled(n, [(1e9, "B"), (1e6, "M"), (1e3, "K")]).replace(" ", "")
+
+
+def fmt_time_ci(seconds: float, ci_rel: float, ci_level: float = 0.95) -> str:
+    """A median time with its CI as a relative half-width: '1.01 ms ±2.0%'; a CI that covers
+    less than 95% (too few samples) says its level: '1.01 ms ±9.0% (75% CI)'."""
+    level = f" ({ci_level:.0%} CI)" if ci_level < 0.95 else ""
+    return f"{fmt_time(seconds)} ±{100 * ci_rel:.1f}%{level}"
+
+
+def sci(x: float | None) -> str:
+    """A large count in short scientific notation: 2.028e20."""
+    if x is None:
+        return "-"
+    mantissa, _, exp = f"{x:.4g}".partition("e")
+    return f"{mantissa}e{int(exp)}" if exp else mantissa

@@ -67,13 +67,29 @@ def test_every_cpu_impl_prepares_and_runs(impl, mode):
         assert step.info["sdpa_backend"].startswith("auto -> ")
 
 
-def test_fwdbwd_produces_gradients_for_every_input():
+def test_fwdbwd_computes_gradients_for_every_input_without_accumulating(monkeypatch):
     case = next(c for c in cases(cfg(impls=["naive"], modes=["fwdbwd"]), CPU) if c.size == 32)
     step = prepare(case, CPU)
     q, k, v = step.inputs
     assert all(t.requires_grad for t in (q, k, v))
+    computed = []
+    real_grad = torch.autograd.grad
+
+    def spy(outputs, inputs, *args, **kwargs):  # the step's own backward, observed
+        grads = real_grad(outputs, inputs, *args, **kwargs)
+        computed.append((list(inputs), grads))
+        return grads
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
     step.run()
-    assert q.grad is None  # autograd.grad returns gradients instead of accumulating them
+    step.run()
+    # autograd.grad returns the gradients: nothing accumulates in .grad across calls.
+    assert all(t.grad is None for t in (q, k, v))
+    assert len(computed) == 2
+    wrt, grads = computed[0]
+    assert len(wrt) == 3 and all(w is t for w, t in zip(wrt, (q, k, v), strict=True))
+    for t, g in zip((q, k, v), grads, strict=True):
+        assert g.shape == t.shape and bool(torch.isfinite(g).all()) and bool(g.abs().sum() > 0)
 
 
 def test_cpu_ineligible_pinned_backend_is_a_skip_with_reason():

@@ -103,6 +103,45 @@ def test_corrupt_cache_is_recalibrated_with_a_note(tmp_path, garbage):
     assert json.loads(path.read_text())["matmul"]["float32"]["flop_per_s"] > 0
 
 
+@pytest.mark.parametrize(
+    "field, value, where",
+    [
+        (("matmul", "float32", "flop_per_s"), float("nan"), "matmul.float32.flop_per_s"),
+        (("matmul", "float32", "flop_per_s"), float("inf"), "matmul.float32.flop_per_s"),
+        (("matmul", "float32", "flop_per_s"), -1e9, "matmul.float32.flop_per_s"),
+        (("matmul", "float32", "by_size", "64"), float("nan"), "matmul.float32.by_size.64"),
+        (("copy_bytes_per_s",), -1e9, "copy_bytes_per_s"),
+        (("copy_bytes_per_s",), 0.0, "copy_bytes_per_s"),
+    ],
+)
+def test_cache_with_impossible_figures_is_recalibrated_with_a_note(tmp_path, monkeypatch, field, value, where):
+    # A real file in XFBENCH_CACHE_DIR, as json.dumps writes it (NaN, Infinity), read by the default path.
+    monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path))
+    good = load_or_calibrate(CPU, dtypes=["float32"], **TINY)
+    assert good.path.parent == tmp_path
+    d = json.loads(good.path.read_text())
+    *parents, last = field
+    node = d
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    good.path.write_text(json.dumps(d))
+    res = load_or_calibrate(CPU, dtypes=["float32"], **TINY)
+    assert not res.reused and res.measured == ["float32", "copy"]
+    (note,) = [n for n in res.notes if "corrupt" in n]  # a load note may sit beside it on a busy machine
+    assert where in note and "recalibrating" in note
+    fixed = json.loads(res.path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the rewritten cache"))
+    assert fixed["matmul"]["float32"]["flop_per_s"] > 0 and fixed["copy_bytes_per_s"] > 0
+    assert all(v > 0 for v in fixed["matmul"]["float32"]["by_size"].values())
+    assert to_peaks(res).measured_copy_bytes_per_s > 0
+
+
+def test_calibration_key_counts_usable_cores():
+    from xfbench.profilers.contention import usable_cores
+
+    assert calibration_key(CPU)["usable_cores"] == usable_cores()
+
+
 def test_cache_is_per_thread_count(tmp_path):
     one = load_or_calibrate(CPU, threads=1, dtypes=["float32"], directory=tmp_path, **TINY)
     assert one.calibration.threads == 1

@@ -1,6 +1,8 @@
 """`xfbench doctor`: the pure verdict on literal facts, and a short real run on CPU."""
 
 import json
+import math
+import os
 import statistics
 from dataclasses import replace
 
@@ -9,7 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from xfbench.cli.main import app
+from xfbench.profilers import calibrate as cal_mod
+from xfbench.profilers import contention
+from xfbench.profilers.calibrate import load_or_calibrate
 from xfbench.profilers.doctor import NOISY, OK, UNFIT, Facts, examine, noise_figures, report, verdict
+from xfbench.profilers.env import collect_environment
+from xfbench.profilers.timer import TimerPolicy
 
 QUIET = Facts(
     device="cpu", torch_threads=2, usable_cores=2, clock="perf_counter", timer_overhead_s=2e-7,
@@ -50,7 +57,7 @@ def codes(f):
         (replace(QUIET, cpu_governor="powersave"), NOISY, [("governor", NOISY)]),
         (replace(QUIET, cpu_governor="performance"), OK, []),
         (replace(QUIET, timer_overhead_s=1e-3), NOISY, [("timer", NOISY)]),
-        (replace(QUIET, calibration=None, calibration_note="skipped"), NOISY, [("calibration", NOISY)]),
+        (replace(QUIET, calibration=None, calibration_note="skipped"), OK, []),  # optional: a note, see below
         (replace(GPU_OK, nvml={"available": False, "reason": "no driver"}), NOISY, [("nvml", NOISY)]),
         (replace(GPU_OK, nvml={**GPU_OK.nvml, "persistence_mode": False}), NOISY, [("persistence", NOISY)]),
         (replace(GPU_OK, nvml={**GPU_OK.nvml, "other_processes": [{"pid": 9}]}), NOISY, [("gpu_processes", NOISY)]),
@@ -64,6 +71,16 @@ def codes(f):
 def test_verdict(facts, level, found):
     assert codes(facts) == (level, found)
     assert all(p.hint and p.message for p in verdict(facts).problems)
+
+
+def test_missing_calibration_is_a_note_not_a_downgrade():
+    skipped = verdict(replace(QUIET, calibration=None, calibration_note="skipped (--no-calibrate)"))
+    assert skipped.level == OK and skipped.problems == []
+    (note,) = skipped.notes
+    assert "no measured peaks (skipped (--no-calibrate))" in note and "xfbench env --calibrate" in note
+    busy = verdict(replace(QUIET, calibration_note="other processes kept 1.00 cores busy while calibrating"))
+    assert busy.level == OK and busy.notes == ["calibration: other processes kept 1.00 cores busy while calibrating"]
+    assert verdict(QUIET).notes == []
 
 
 def test_floor():
@@ -84,12 +101,40 @@ def test_noise_figures():
 
 def test_examine_on_cpu_is_real_and_serializable():
     f = examine(torch.device("cpu"), noise_seconds=0.3, calibrate=False)
-    assert f.noise_windows >= 10 and f.noise_cv >= 0 and 0 < f.timer_overhead_s < 1e-3
+    # Structure only: counts and overheads depend on the machine and its load.
+    assert f.noise_windows >= 1 and f.noise_cv >= 0
+    assert f.timer_overhead_s > 0 and math.isfinite(f.timer_overhead_s)
     assert f.sync_overhead_s is None and f.usable_cores >= 1 and f.torch_threads >= 1
     assert f.nvml["available"] is False and f.nvml["reason"]
     rep = json.loads(json.dumps(report(f)))
     assert rep["verdict"] in (OK, NOISY, UNFIT)
-    assert ("calibration", NOISY) in [(p["code"], p["level"]) for p in rep["problems"]]
+    assert "calibration" not in [p["code"] for p in rep["problems"]]
+    assert f.calibration is None and any("--no-calibrate" in n for n in rep["notes"])
+
+
+FAST = TimerPolicy(target_ci_rel=0.05, max_time_s=0.05, min_samples=6, min_window_s=0.002, warmup_min_s=0.01,
+                   warmup_max_s=0.05)
+
+
+def test_examine_measures_only_float32_on_cpu_and_shows_what_is_cached(tmp_path, monkeypatch):
+    # fp16 is already cached; doctor measures what CPU sweeps run by default (float32), shows both,
+    # and leaves bf16 (emulated on most CPUs: slow) alone.
+    monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path))
+    load_or_calibrate(torch.device("cpu"), dtypes=["float16"], sizes=(32, 64), copy_bytes=2**20, policy=FAST)
+    monkeypatch.setattr(cal_mod, "CPU_SIZES", (32, 64))
+    f = examine(torch.device("cpu"), noise_seconds=0.3)
+    assert not f.calibration["reused"] and f.calibration["measured_now"] == ["float32"]
+    assert set(f.calibration["matmul"]) == {"float16", "float32"}
+    assert "calibration" not in [p.code for p in verdict(f).problems]
+    again = examine(torch.device("cpu"), noise_seconds=0.3)
+    assert again.calibration["reused"] and again.calibration["measured_now"] == []
+
+
+def test_environment_uses_the_contention_helpers(monkeypatch):
+    env = collect_environment()
+    assert env["cpu_affinity"] == contention.usable_cores() >= 1
+    monkeypatch.delattr(os, "getloadavg")  # an OS without load averages (Windows)
+    assert contention.load_average() is None and collect_environment()["load_avg"] is None
 
 
 def test_doctor_cli_json_and_table():
@@ -97,5 +142,7 @@ def test_doctor_cli_json_and_table():
     assert result.exit_code == 0, result.output
     rep = json.loads(result.output)
     assert rep["verdict"] in (OK, NOISY, UNFIT) and rep["facts"]["noise_windows"] > 0
+    assert "calibration" not in [p["code"] for p in rep["problems"]] and rep["notes"]
     table = CliRunner().invoke(app, ["doctor", "--device", "cpu", "--seconds", "0.5", "--no-calibrate"])
     assert table.exit_code == 0 and "run-to-run noise" in table.output and "verdict: " in table.output
+    assert "note: no measured peaks (skipped (--no-calibrate))" in table.output

@@ -23,7 +23,8 @@ def allocate(mib: int):
 def test_cpu_peak_tracks_a_known_allocation(mib):
     m = measure_peak(allocate(mib), CPU)
     assert m.method == "vmhwm"
-    assert mib * MIB * 0.95 <= m.peak_bytes <= mib * MIB * 1.10
+    # Slack for what other threads of the test process allocate or free meanwhile.
+    assert mib * MIB * 0.90 <= m.peak_bytes <= mib * MIB * 1.25, (m.peak_bytes / MIB, m.baseline_bytes / MIB)
     assert m.baseline_bytes > 0
 
 
@@ -41,7 +42,7 @@ def test_polling_fallback_when_hwm_cannot_be_reset(monkeypatch):
         x = torch.ones(128 * MIB // 4)
         import time
 
-        time.sleep(0.02)  # longer than the poll interval
+        time.sleep(0.3)  # hundreds of poll intervals: the poll thread surely samples it
         return float(x[0])
 
     m = measure_peak(slow_alloc, CPU)

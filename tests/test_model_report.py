@@ -1,34 +1,44 @@
 """Model report: pure functions from literal records to tables (MFU, residual, floor, exponents)."""
 
+import subprocess
+import sys
+
 from xfbench.reports.model_report import (
+    NO_TOKENS_DEFINITION,
     attention_share_table,
     mode_table,
     model_tables,
     scaling_table,
-    sci,
 )
 from xfbench.reports.schema import Header, MemoryStats, Record, RunResult, TimeStats
+from xfbench.reports.tables import SYNTHETIC_NOTE
+from xfbench.reports.units import sci
+
+HEADER = Header(tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="model",
+                warning_hints={"not_converged": "raise --max-time"})
 
 
 def _time(median: float) -> TimeStats:
     return TimeStats(
         n=10, calls_per_sample=1, warmup_calls=2, median_s=median, mean_s=median, min_s=median, max_s=median,
-        p10_s=median, p90_s=median, iqr_s=0.0, iqr_over_median=0.0, ci_low_s=median, ci_high_s=median, ci_rel=0.0,
+        p10_s=median, p90_s=median, iqr_s=0.0, iqr_over_median=0.0, ci_low_s=median, ci_high_s=median, ci_rel=0.015,
         target_ci_rel=0.02, converged=True, total_s=10 * median, clock="fake", samples_s=[median] * 10,
     )
 
 
-def _rec(preset, n, mode="train", tps=1000.0, peak=None, analytic=None, status="ok", reason=None, **metrics):
+def _rec(preset, n, mode="train", tps=1000.0, peak=None, analytic=None, status="ok", reason=None, warnings=(),
+         **metrics):
     ok = status == "ok"
     return Record(
         case_id=f"{preset}-{mode}", workload="model", label=f"model {mode} · float32 · B=8", variant="eager",
-        size=n, size_name="params", device="cpu", status=status, reason=reason,
+        warnings=list(warnings), size=n, size_name="params", device="cpu", status=status, reason=reason,
         params={"preset": preset, "mode": mode, "seq_len": 256, "new_tokens": 128, "n_embd": 512, "n_layer": 4},
         time=_time(2048 / tps) if ok else None,
         memory=MemoryStats(method="fake", peak_bytes=peak) if ok and peak is not None else None,
         metrics={"tokens_per_s": tps, **metrics} if ok else {},
         info={"mem_analytic_step_bytes": analytic, "mem_analytic_bytes": analytic, "attention_share": 0.07,
-              "tokens_definition": "tokens/s = defined by the workload"} if ok else {},
+              "tokens_definition": "tokens/s = defined by the workload", "flop_convention": "6N + 12LdT"}
+        if ok else {},
     )
 
 
@@ -49,7 +59,23 @@ def test_train_table_shows_mfu_when_present_and_dash_otherwise():
     assert row1[col["peak mem"]] == "120 MiB" and row1[col["analytic"]] == "100 MiB"
     assert row1[col["residual"]] == "20 MiB (+17%)"
     assert row2[col["MFU measured"]] == "-" and row2[col["analytic"]] == "-"
-    assert t.notes[0] == "tokens/s = defined by the workload"
+    assert row1[col["step time"]] == "102 ms ±1.5%"  # 2048 tokens / 20k tokens/s, with its CI
+    assert t.notes[:2] == [SYNTHETIC_NOTE, "tokens/s = defined by the workload"]  # the records' definition
+    assert "FLOPs: 6N + 12LdT" in t.notes
+
+
+def test_warnings_are_highlighted_and_explained_with_the_headers_hints():
+    recs = [_rec("1M", 1e6, warnings=["not_converged"]), _rec("10M", 1e7)]
+    t = mode_table(recs[0].label, recs, HEADER.warning_hints)
+    notes_col = t.columns.index("notes")
+    assert t.rows[0][notes_col].text == "not_converged" and t.rows[0][notes_col].style == "warn"
+    assert t.notes[-2:] == ["highlighted cells carry warnings: not_converged", "  not_converged: raise --max-time"]
+
+
+def test_records_without_a_tokens_definition_say_so():
+    r = _rec("1M", 1e6)
+    r.info.pop("tokens_definition")
+    assert NO_TOKENS_DEFINITION in mode_table(r.label, [r]).notes
 
 
 def test_decode_table_shows_time_per_token_and_floor_ratio():
@@ -57,7 +83,7 @@ def test_decode_table_shows_time_per_token_and_floor_ratio():
     t = mode_table(recs[0].label, recs)
     col = {c: i for i, c in enumerate(t.columns)}
     rows = _cells(t)
-    assert rows[0][col["P+M"]] == "256+128" and rows[0][col["time/token"]] == "256 ms"
+    assert rows[0][col["P+M"]] == "256+128" and rows[0][col["time/token"]] == "256 ms ±1.5%"
     assert rows[0][col["x floor"]] == "3.50x" and rows[1][col["x floor"]] == "-"
 
 
@@ -83,13 +109,26 @@ def test_attention_share_table_and_sci():
 
 
 def test_model_tables_ignore_other_workloads():
-    header = Header(tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention")
     other = _rec("1M", 1e6).model_copy(update={"workload": "attention"})
-    assert model_tables(RunResult(header=header, records=[other])) == []
+    assert model_tables(RunResult(header=HEADER, records=[other])) == []
 
 
-def test_tokens_definition_is_one_text():
-    from xfbench.reports.model_report import TOKENS_DEFINITION as in_report
-    from xfbench.workloads.model import TOKENS_DEFINITION as in_workload
+def test_a_resumed_case_shows_only_its_latest_record():
+    # --resume reran 10M after an error: the file holds both records, the report only the rerun.
+    recs = [_rec("1M", 1e6), _rec("10M", 1e7, status="error", reason="boom"), _rec("10M", 1e7, tps=100.0)]
+    mode, scaling, *_ = model_tables(RunResult(header=HEADER, records=recs))
+    assert [row[0].text for row in mode.rows] == ["1M", "10M"]
+    assert not any("boom" in n for n in mode.notes)
+    assert _cells(scaling)[0][5:] == ["1M, 10M", ""]
 
-    assert in_report == in_workload
+
+def test_reports_never_import_workloads_or_torch():
+    # The report prints what the records carry (e.g. info['tokens_definition']); it needs no torch.
+    code = (
+        "import sys\n"
+        "import xfbench.reports.model_report, xfbench.reports.terminal\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith('xfbench.workloads')]\n"
+        "assert not bad, bad\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr

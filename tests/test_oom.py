@@ -33,6 +33,8 @@ def test_resume_keeps_skipping_past_an_earlier_oom(tmp_path):
     assert first.returncode == 3, first.stdout + first.stderr
     again = run_cli("attention", "--seq-lens", "128,2048,4096", "--resume", *common)
     assert "1 cases to run (2 already in the file" in again.stdout
+    assert again.returncode == 3  # the plan still holds the earlier run's OOM
+    assert "1 of 3 cases failed" in again.stdout
     run = load_results(tmp_path)
     assert len(run.headers) == 2  # the resumed run wrote its own header
     last = run.records[-1]

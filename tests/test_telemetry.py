@@ -1,25 +1,25 @@
-"""NVML telemetry: decoding and aggregation of a recorded series, the real no-driver path, and
-the runner's records. The only fake is a Sampler at the hardware boundary."""
+"""NVML telemetry: decoding and aggregation of a recorded series (telemetry_agg, literal data), the
+real no-driver path, the device helpers, and the runner's records. The only fake is a Sampler at
+the hardware boundary."""
 
 import json
 import os
+import threading
 import time
 
 import pytest
 import torch
 
-from xfbench.profilers.nvml import nvml_status
-from xfbench.profilers.telemetry import (
+from xfbench.profilers.device import allocated_bytes, release_cached_memory, reserved_bytes, use_device
+from xfbench.profilers.nvml import init_nvml, nvml_status, nvml_text, shutdown_nvml
+from xfbench.profilers.telemetry import NullWindow, Telemetry, Window, open_telemetry
+from xfbench.profilers.telemetry_agg import (
     TELEMETRY_KEYS,
-    NullWindow,
     Sample,
-    Telemetry,
-    Window,
     aggregate,
     decode_reasons,
     headline_metrics,
     null_telemetry,
-    open_telemetry,
     split_processes,
 )
 from xfbench.profilers.timer import TimerPolicy
@@ -114,6 +114,42 @@ def test_no_driver_path_with_the_real_library():
     assert not open_telemetry(CPU, enabled=False).available
 
 
+def test_nvml_start_up_has_one_wording():
+    nv, why = init_nvml()
+    if nv is not None:  # a machine with a working driver: nothing to compare
+        shutdown_nvml(nv)
+        pytest.skip("NVML works here")
+    status = nvml_status()
+    assert not status.usable and status.reason == why and ("NVML init failed" in why or "not installed" in why)
+    # a CUDA device asked for by name gets the library's own words, not a second phrasing
+    assert open_telemetry(torch.device("cuda:0")).reason == why
+    assert open_telemetry(CPU).reason.endswith(f"; {why}")
+
+
+def test_nvml_text_decodes_bytes_and_str():
+    assert nvml_text(b"GPU-1234") == nvml_text("GPU-1234") == "GPU-1234"
+    assert nvml_text(None) is None and nvml_text(535) == "535"
+
+
+def test_device_helpers_are_no_ops_on_cpu():
+    use_device(CPU)
+    release_cached_memory(CPU)
+    assert reserved_bytes(CPU) is None and allocated_bytes(CPU) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_helpers_on_cuda():
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    use_device(dev)
+    assert torch.cuda.current_device() == dev.index
+    x = torch.empty(2**20, device=dev)
+    assert reserved_bytes(dev) >= allocated_bytes(dev) >= x.nbytes
+    del x
+    cached = reserved_bytes(dev)
+    release_cached_memory(dev)
+    assert reserved_bytes(dev) <= cached  # the freed block may share a segment with live tensors
+
+
 def test_null_telemetry_never_says_zero():
     out = null_telemetry("why")
     assert out["energy_j"] is None and out["reason"] == "why" and json.dumps(out)
@@ -145,14 +181,33 @@ class RecordedSampler:
         return {"power_limit_w": 700.0, "persistence_mode": True}
 
 
+class BackgroundSignallingSampler(RecordedSampler):
+    """Sets `background` once a thread other than the one that made it reads a sample."""
+
+    def __init__(self, series):
+        super().__init__(series)
+        self.owner, self.background = threading.get_ident(), threading.Event()
+
+    def read(self) -> Sample:
+        if threading.get_ident() != self.owner:
+            self.background.set()
+        return super().read()
+
+
 def test_window_samples_in_the_background_and_extends_a_short_window():
     calls = []
-    sampler = RecordedSampler([START, *SERIES, END])
-    with Window(sampler, CPU, run=lambda: calls.append(1), min_window_s=0.15, interval_s=0.01) as w:
+    sampler = BackgroundSignallingSampler([START, *SERIES, END])
+
+    def run():  # an extra call of the step; the first one waits for a background reading
+        calls.append(1)
+        sampler.background.wait(10)
+
+    with Window(sampler, CPU, run=run, min_window_s=0.15, interval_s=0.01) as w:
         pass  # the timed phase took no time at all: the window must be extended
     out = w.result(calls=3, tokens_per_call=100)
     assert out["window_s"] >= 0.15 and out["extra_calls"] == len(calls) > 0 and out["calls"] == 3 + len(calls)
-    assert out["samples"] >= 5  # start, end and background readings every 10 ms
+    assert sampler.background.is_set()
+    assert out["samples"] >= 3  # start, end and at least one background reading (run() waited for it)
     assert out["energy_j"] > 0 and out["energy_reason"] is None
     assert out["energy_j"] == pytest.approx(out["power_mean_w"] * out["window_s"], rel=0.5)
     assert out["gpu_memory"]["nvml_device_used_bytes"] == w.end.mem_used_bytes > 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..profilers.device import reserved_bytes
 from .base import SkipCase, Step
 
 # AdamW hyper-parameters (nanoGPT's); their values do not change the cost of a step.
@@ -189,12 +190,12 @@ def decode_step(
     dec = Decoder(model, prompt, new_tokens)
     info.update(kv_cache="static", kv_cache_bytes=dec.cache.nbytes, ctx=dec.ctx, floor_bytes=floor_bytes)
     if cuda_graphs:
-        reserved = torch.cuda.memory_reserved(device)
+        reserved = reserved_bytes(device)
         graph = capture_graph(dec.step, device)
         fn = graph.replay
         # A replay allocates nothing: its temporaries live in the graph's private pool, held
         # from capture on, so the memory pass sees ~0 B; the pool is recorded here instead.
-        info.update(cuda_graph=True, cuda_graph_pool_bytes=torch.cuda.memory_reserved(device) - reserved)
+        info.update(cuda_graph=True, cuda_graph_pool_bytes=reserved_bytes(device) - reserved)
     else:
         fn = dec.step
 

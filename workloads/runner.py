@@ -20,12 +20,13 @@ import torch
 from .. import __version__
 from ..profilers.contention import CpuWindow, usable_cores
 from ..profilers.cpu import fix_malloc_policy
-from ..profilers.device import cache_policy, resolve_device
+from ..profilers.device import cache_policy, release_cached_memory, resolve_device, use_device
 from ..profilers.env import collect_environment, cpu_governor, git_info
 from ..profilers.flop_count import check_ratio, count_flops, counted_over_analytic
 from ..profilers.memory import is_oom, measure_peak, memory_cap
 from ..profilers.roofline import Peaks, compute_key, roofline_metrics
-from ..profilers.telemetry import NullWindow, Telemetry, headline_metrics, open_telemetry
+from ..profilers.telemetry import NullWindow, Telemetry, open_telemetry
+from ..profilers.telemetry_agg import headline_metrics
 from ..profilers.timer import TimerPolicy, make_clock, measure_time
 from ..profilers.warnings import MeasurementWarning, environment_warnings, hints, time_warnings, window_warnings
 from ..reports.schema import Header, Record
@@ -191,8 +192,7 @@ def _run_one(case: Case, opts: RunOptions, sweep: SweepContext | None = None) ->
             step.close()
         del step
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_cached_memory(device)
 
 
 def run_cases(
@@ -213,8 +213,7 @@ def run_cases(
     oom_at = dict(oom_at or {})
     records = []
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # streams, events and graph capture use the current device
+    use_device(device)  # streams, events and graph capture use the current device
     malloc = fix_malloc_policy() if device.type == "cpu" else None
     sweep = SweepContext(
         telemetry=open_telemetry(device, opts.telemetry),
