@@ -144,7 +144,7 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
         notes.append(
             "time/token = median of one decode step (B tokens) ±95% CI of the median (relative); "
             "x floor = time / (bytes of weights + KV cache read per step / measured bandwidth), "
-            "'-' until the record has metrics['time_over_floor']"
+            "'-' where the run had no calibrated bandwidth (--no-calibrate)"
         )
     else:
         notes.append("step time = median ±95% CI of the median (relative); FLOP/s = analytic FLOPs / median")
