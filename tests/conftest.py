@@ -12,6 +12,16 @@ import pytest
 XFBENCH = str(Path(sys.executable).parent / "xfbench")
 
 
+def fast_policy(warmup_max_s: float = 0.1):
+    """A timer policy for tests that exercise wiring, not the machine: tiny windows, short caps."""
+    from xfbench.profilers.timer import TimerPolicy
+
+    return TimerPolicy(
+        target_ci_rel=0.05, max_time_s=0.05, min_samples=6, min_window_s=0.002, warmup_min_s=0.01,
+        warmup_max_s=warmup_max_s,
+    )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep calibration caches and run folders out of the user's home and the checkout."""

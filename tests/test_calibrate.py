@@ -18,13 +18,13 @@ from xfbench.profilers.calibrate import (
     to_peaks,
 )
 from xfbench.profilers.specs import SPEC_TABLE, TFLOPS, lookup_spec
-from xfbench.profilers.timer import TimerPolicy
 from xfbench.reports.store import load_results
+
+from .conftest import fast_policy
 
 CPU = torch.device("cpu")
 # Tiny, fast measurements: the cache and wiring are under test here, not the machine.
-FAST = TimerPolicy(target_ci_rel=0.05, max_time_s=0.05, min_samples=6, min_window_s=0.002, warmup_min_s=0.01,
-                   warmup_max_s=0.05)
+FAST = fast_policy(warmup_max_s=0.05)
 TINY = dict(sizes=(32, 64), copy_bytes=2**20, policy=FAST)
 runner = CliRunner()
 

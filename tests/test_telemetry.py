@@ -22,14 +22,14 @@ from xfbench.profilers.telemetry_agg import (
     null_telemetry,
     split_processes,
 )
-from xfbench.profilers.timer import TimerPolicy
 from xfbench.profilers.warnings import MeasurementWarning
 from xfbench.workloads.attention import AttentionConfig, cases, prepare
 from xfbench.workloads.runner import RunOptions, SweepContext, _measure, run_cases
 
+from .conftest import fast_policy
+
 CPU = torch.device("cpu")
-FAST = TimerPolicy(target_ci_rel=0.05, max_time_s=0.05, min_samples=6, min_window_s=0.002, warmup_min_s=0.01,
-                   warmup_max_s=0.1)
+FAST = fast_policy(warmup_max_s=0.1)
 
 # A recorded 1.2 s window at 0.3 s spacing (values as NVML reports them: mW, mJ, MHz, bitmask).
 START = Sample(t_s=100.0, power_mw=250_000, energy_mj=5_000_000, sm_clock_mhz=1980, mem_clock_mhz=2619,
