@@ -2,7 +2,7 @@
 
 On a lent GPU machine: `make gpu-wheels` here, then `bash bench/gpu_run.sh` there with `.whl`
 carried (installs pydantic/platformdirs and xfbench offline, runs this and bench/fidelity.py).
-Run on a GPU: `python bench/gpu_check.py` (about 4-5 min on an H100/H200; `--quick` about 2;
+Run on a GPU: `python bench/gpu_check.py` (about 3-4 min on an H100/H200; `--quick` about 2;
 `--only hardware,attention,model` picks sections). Smoke test anywhere:
 `python bench/gpu_check.py --device cpu --quick --threads 1` (one thread: on a small shared box,
 two OpenMP threads racing other processes make every parallel region wait a scheduler tick).
@@ -169,7 +169,8 @@ def hardware_section(ctx: Ctx) -> None:
 
 
 def model_section_cells(ctx: Ctx) -> None:
-    model_section(ctx.device, replace(ctx.opts, policy=MODEL_POLICY), ctx.quick)
+    # Telemetry on here (energy per token); its >= 1 s NVML window per cell is why attention runs without.
+    model_section(ctx.device, replace(ctx.opts, policy=MODEL_POLICY, telemetry=True), ctx.quick)
 
 
 # Order matters: hardware first, so attention and model measure MFU against fresh peaks.
@@ -201,7 +202,10 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     policy = TimerPolicy(target_ci_rel=args.target_ci, max_time_s=args.max_time, warmup_max_s=1.0)
-    ctx = Ctx(device, args.quick, RunOptions(policy=policy, threads=args.threads, measure_memory=True))
+    # Telemetry is checked once in the hardware section and in the model cells; each attention
+    # cell would otherwise extend its timed window to the NVML energy counter's ~1 s resolution.
+    opts = RunOptions(policy=policy, threads=args.threads, measure_memory=True, telemetry=False)
+    ctx = Ctx(device, args.quick, opts)
     print(describe(device))
     crashed = []
     t_all = time.perf_counter()
