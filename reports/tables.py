@@ -120,6 +120,9 @@ def results_tables(records: list[Record], hints: dict[str, str] | None = None) -
         ]
         for variant, reason in dict.fromkeys((r.variant, r.reason) for r in recs if r.status != "ok"):
             notes.append(f"{variant}: {reason}")
+        for variant, why in dict.fromkeys((r.variant, r.info.get("flops_count_error")) for r in recs):
+            if why:
+                notes.append(f"{variant}: FLOPs not counted ({why})")
         peak = peak_note(recs)
         if peak:
             notes.append(peak)

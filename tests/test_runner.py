@@ -31,3 +31,13 @@ def test_oom_sizes_seed_from_records():
     records = run_cases(good, lambda r: None, opts, oom_at={good[0].series: 64})
     assert [(r.size, r.status) for r in records] == [(32, "ok"), (64, "ok"), (128, "skipped")]
     assert oom_sizes([records[0].model_copy(update={"status": "oom"})]) == {good[0].series: 32}
+
+
+def test_a_flop_count_that_cannot_run_leaves_the_case_ok():
+    # torch's FlopCounterMode module tracker refuses autograd.grad() through nn.LSTM's leaf weights.
+    case = cases(AttentionConfig(seq_lens=[16], impls=["lstm"], modes=["fwdbwd"], heads=2, head_dim=8), CPU)[0]
+    opts = RunOptions(policy=fast_policy(), measure_memory=False, count_flops=True)
+    (rec,) = run_cases([case], lambda r: None, opts)
+    assert rec.status == "ok"
+    assert "flops_counted_over_analytic" not in rec.metrics
+    assert rec.info["flops_count_error"].startswith("RuntimeError: A leaf node")
