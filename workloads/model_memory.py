@@ -30,9 +30,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Bytes per parameter of the model states (weights + grads + optimizer) by recipe.
-ADAMW_FP32_BYTES = 4 + 4 + 8  # fp32 weights, fp32 grads, fp32 exp_avg + exp_avg_sq
-MIXED_ADAM_BYTES = 2 + 2 + 4 + 4 + 4  # ZeRO's mixed-precision Adam: 16 as well
+# Bytes per parameter of the model states. Training keeps fp32 weights (autocast for 16-bit
+# compute), so weights + grads + AdamW states = 4 + 4 + 8 = 16 B/param, the same total as
+# ZeRO's mixed-precision Adam (2 + 2 + 4 + 4 + 4).
+FP32_BYTES = 4
+ADAM_STATES_BYTES = 8  # fp32 exp_avg + exp_avg_sq
 FP32_LSE_BYTES = 4  # SDPA's log-sum-exp, one fp32 per (batch, head, position)
 
 ACTIVATION_FORMULA = "s·b·h·(2·e_res + 15·e_act) + 4·a·s·b per layer (Korthikanti 2022 eq. 1, no dropout, fused SDPA)"
@@ -100,17 +102,17 @@ def train_memory(
     e_res = 4 if autocast else e_act
     acts = n_layer * layer_activation_bytes(s, b, h, a, e_act, e_res) + 2 * s * b * h * e_res  # + ln_f in/out
     step = {
-        "grads": 4 * n_params,
+        "grads": FP32_BYTES * n_params,
         "activations": acts,
         "logits": 3 * b * s * vocab * 4,
     }
     if autocast:
         step["autocast_weight_copies"] = 2 * n_flop
     if optimizer_temp:
-        step["optimizer_temporaries"] = 4 * n_params  # foreach AdamW: sqrt(exp_avg_sq) list
+        step["optimizer_temporaries"] = FP32_BYTES * n_params  # foreach AdamW: sqrt(exp_avg_sq) list
     fwd_bwd = step["activations"] + step["logits"] + step.get("autocast_weight_copies", 0)
     return MemoryEstimate(
-        persistent={"weights": 4 * n_params, "optimizer_states": 8 * n_params},
+        persistent={"weights": FP32_BYTES * n_params, "optimizer_states": ADAM_STATES_BYTES * n_params},
         step=step,
         step_bytes=step["grads"] + max(fwd_bwd, step.get("optimizer_temporaries", 0)),
         how=f"grads + max(activations + logits, optimizer temporaries); activations: {ACTIVATION_FORMULA}",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..profilers.device import reserved_bytes
-from .base import SkipCase, Step
+from .base import Step
 
 # AdamW hyper-parameters (nanoGPT's); their values do not change the cost of a step.
 LEARNING_RATE = 6e-4
@@ -185,8 +185,6 @@ def decode_step(
     model, info: dict, *, device, prompt, new_tokens: int, cuda_graphs: bool, flops: float, floor_bytes: int
 ) -> Step:
     """One generated token for the whole batch per call (see the module doc for the cache)."""
-    if cuda_graphs and device.type != "cuda":
-        raise SkipCase(f"CUDA graphs need a CUDA device (this case runs on {device.type})")
     dec = Decoder(model, prompt, new_tokens)
     info.update(kv_cache="static", kv_cache_bytes=dec.cache.nbytes, ctx=dec.ctx, floor_bytes=floor_bytes)
     if cuda_graphs:
