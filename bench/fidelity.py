@@ -52,7 +52,9 @@ def matmul_step(n: int, device: torch.device) -> Step:
 def workloads(device: torch.device) -> list[tuple[str, Callable[[], Step]]]:
     """(name, builder) pairs; a builder makes the Step only when its turn comes (memory)."""
     cfg = AttentionConfig(seq_lens=SEQ_LENS, impls=["sdpa", "naive"], modes=["fwd"])
-    out = [(f"attn {c.variant} N={c.size} {c.p['dtype']}", lambda c=c: prepare(c, device)) for c in cases(cfg, device)]
+    out = [
+        (f"attn {c.variant} N={c.size} {c.params['dtype']}", lambda c=c: prepare(c, device)) for c in cases(cfg, device)
+    ]
     out.append((f"matmul {MATMUL_N} float32", lambda: matmul_step(MATMUL_N, device)))
     return out
 

@@ -27,7 +27,8 @@ from xfbench.profilers.contention import CpuWindow
 from xfbench.profilers.cpu import fix_malloc_policy
 from xfbench.profilers.device import resolve_device, synchronize
 from xfbench.profilers.timer import TimerPolicy, make_clock, measure_time
-from xfbench.workloads.model import GPT, PRESETS, GPTConfig, ModelConfig, cases, prepare
+from xfbench.workloads.gpt import GPT, PRESETS, GPTConfig
+from xfbench.workloads.model import ModelConfig, cases, prepare
 from xfbench.workloads.model_steps import LEARNING_RATE, WEIGHT_DECAY
 
 RATIO_GOAL = 0.95  # xfbench tokens/s over the hand-written loop's

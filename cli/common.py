@@ -81,8 +81,8 @@ def run_options(
 
 def check_dtype(dtype: str, device) -> None:
     """BadInput for a dtype the workloads do not know."""
+    from ..profilers.device import resolve_dtype
     from ..reports.errors import BadInput
-    from ..workloads.attention import resolve_dtype
 
     try:
         resolve_dtype(dtype, device)

@@ -109,9 +109,10 @@ def model(
 
     from ..profilers.device import resolve_device
     from ..reports.model_report import model_tables
+    from ..reports.planner import preset_plans
     from ..reports.select import latest
-    from ..workloads.model import GPT2_VOCAB, PRESETS, ModelConfig, cases
-    from ..workloads.planner import preset_plans
+    from ..workloads.gpt import GPT2_VOCAB, PRESETS
+    from ..workloads.model import ModelConfig, cases
     from .sweep import run_sweep
 
     if layers is not None:

@@ -50,10 +50,10 @@ def plan(
     devices: int = typer.Option(1, "--devices", min=1, help="Devices training in parallel (perfect scaling)."),
 ) -> ExitStatus:
     """Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."""
+    from ..reports import planner
     from ..reports.errors import BadInput
     from ..reports.model_report import plan_table
     from ..reports.terminal import print_table
-    from ..workloads import planner
     from .console import make_console
 
     n = parse_count(params)

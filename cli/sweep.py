@@ -36,7 +36,7 @@ def with_peaks(opts: RunOptions, cases: list[Case], console: Console, recalibrat
     from ..reports.units import fmt_flops, fmt_rate
 
     device = resolve_device(cases[0].device)
-    dtypes = dtypes_for({c.p.get("dtype") for c in cases}, device)
+    dtypes = dtypes_for({c.params.get("dtype") for c in cases}, device)
     res = load_or_calibrate(device, threads=opts.threads, dtypes=dtypes, recalibrate=recalibrate)
     cal = res.calibration
     figures = ", ".join(f"{d} {fmt_flops(cal.peak(d))}" for d in dtypes)

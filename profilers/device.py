@@ -41,6 +41,21 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+# Storage dtypes a workload can run in, by name; 'auto' picks per device (resolve_dtype).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """'auto' (bfloat16 on CUDA, float32 on CPU), a name in DTYPES, or an alias; ValueError otherwise."""
+    name = DTYPE_ALIASES.get(name, name)
+    if name == "auto":
+        return "bfloat16" if device.type == "cuda" else "float32"
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
+    return name
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for all queued work on `device` (no-op on CPU)."""
     if device.type == "cuda":

@@ -236,7 +236,7 @@ def compute_optimal_table(plans: list[tuple[str, Any]]) -> Table | None:
     """One row per trained model: Chinchilla tokens, 6ND, device-hours at the measured rate.
 
     Args:
-        plans: (model name, workloads.planner.Plan) pairs.
+        plans: (model name, reports.planner.Plan) pairs.
     """
     if not plans:
         return None

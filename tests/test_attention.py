@@ -51,7 +51,7 @@ def test_cases_are_ordered_series_with_stable_ids():
     assert [(c.variant, c.size) for c in cs[:3]] == [("naive", 32), ("naive", 64), ("sdpa", 32)]
     assert len({c.id for c in cs}) == len(cs)
     assert cases(cfg(modes=["fwd", "fwdbwd"]), CPU)[0].id == cs[0].id
-    assert cs[0].p["dtype"] == "float32"  # auto on CPU
+    assert cs[0].params["dtype"] == "float32"  # auto on CPU
 
 
 @pytest.mark.parametrize("mode", ["fwd", "fwdbwd"])

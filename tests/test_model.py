@@ -5,16 +5,8 @@ import torch
 
 from xfbench.workloads import get_workload
 from xfbench.workloads.base import SkipCase
-from xfbench.workloads.model import (
-    GPT,
-    PRESETS,
-    STATED_PARAMS,
-    GPTConfig,
-    ModelConfig,
-    cases,
-    param_count,
-    prepare,
-)
+from xfbench.workloads.gpt import GPT, PRESETS, STATED_PARAMS, GPTConfig, param_count
+from xfbench.workloads.model import ModelConfig, cases, prepare
 from xfbench.workloads.model_steps import CompileCounter, Decoder, warm_compiled
 
 CPU = torch.device("cpu")
@@ -85,21 +77,21 @@ def test_cases_group_by_mode_and_grow_in_size():
     modes = ["train", "prefill", "decode"]
     cfg = ModelConfig(presets=["25M", "1M", "10M"], modes=modes, compile=True, cuda_graphs=True)
     cs = cases(cfg, CPU)
-    assert [c.variant for c in cs if c.p["mode"] == "train"] == ["eager"] * 3 + ["compile"] * 3
-    assert [c.variant for c in cs if c.p["mode"] == "decode"] == ["eager"] * 3 + ["cuda-graphs"] * 3
+    assert [c.variant for c in cs if c.params["mode"] == "train"] == ["eager"] * 3 + ["compile"] * 3
+    assert [c.variant for c in cs if c.params["mode"] == "decode"] == ["eager"] * 3 + ["cuda-graphs"] * 3
     for series in {c.series for c in cs}:
         sizes = [c.size for c in cs if c.series == series]
         assert sizes == sorted(sizes) and len(sizes) == 3
     assert {c.label for c in cs} == {f"model {m} · float32 · B=8" for m in ("train", "prefill", "decode")}
     assert all(c.size_name == "params" for c in cs)
     assert len({c.id for c in cs}) == len(cs)
-    decode = next(c for c in cs if c.p["mode"] == "decode")
-    assert (decode.p["seq_len"], decode.p["new_tokens"]) == (128, 128)  # P = T/2, M = T - P
+    decode = next(c for c in cs if c.params["mode"] == "decode")
+    assert (decode.params["seq_len"], decode.params["new_tokens"]) == (128, 128)  # P = T/2, M = T - P
 
 
 def test_context_grows_to_fit_the_requested_lengths():
     (case,) = cases(ModelConfig(presets=["1M"], seq_len=300), CPU)
-    assert case.p["block_size"] == 300 and case.p["seq_len"] == 300
+    assert case.params["block_size"] == 300 and case.params["seq_len"] == 300
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from xfbench.workloads import model_flops as mf
+from xfbench.reports import model_flops as mf
 from xfbench.workloads import model_memory as mm
 from xfbench.workloads.model import ModelConfig, cases, prepare
 
@@ -112,7 +112,7 @@ def test_step_flops_and_tokens_per_call(mode):
     (case,) = cases(ModelConfig(presets=[], modes=[mode], batch=3, seq_len=16, custom=custom), torch.device("cpu"))
     step = prepare(case, torch.device("cpu"))
     n = step.info["n_flop_params"]
-    assert n == step.info["n_params"] - case.p["block_size"] * 32  # custom context: 256 positions
+    assert n == step.info["n_params"] - case.params["block_size"] * 32  # custom context: 256 positions
     if mode == "train":
         assert step.tokens == 3 * 16 and step.flops == 3 * 16 * (6 * n + 12 * 2 * 32 * 16)
     elif mode == "prefill":

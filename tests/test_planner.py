@@ -7,11 +7,11 @@ from typer.testing import CliRunner
 
 from xfbench.cli.main import app
 from xfbench.cli.plan import parse_count
+from xfbench.reports import planner
 from xfbench.reports.errors import BadInput
 from xfbench.reports.model_report import compute_optimal_table, plan_table
 from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
-from xfbench.workloads import planner
 
 from .conftest import assert_no_torch
 

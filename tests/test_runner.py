@@ -14,7 +14,7 @@ CPU = torch.device("cpu")
 def test_an_error_in_one_case_is_a_record_and_the_sweep_goes_on():
     good = cases(AttentionConfig(seq_lens=[32], impls=["sdpa"], heads=2, head_dim=16), CPU)[0]
     # A parameter set the workload rejects: prepare() raises, as a real bug in a case would.
-    bad = Case("attention", good.label, "bogus", 32, "N", make_params(**{**good.p, "impl": "bogus"}), "cpu")
+    bad = Case("attention", good.label, "bogus", 32, "N", make_params(**{**good.params, "impl": "bogus"}), "cpu")
     seen = []
     records = run_cases([bad, good], seen.append, RunOptions(policy=fast_policy(), measure_memory=False))
     assert seen == records

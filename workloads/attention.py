@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..profilers.device import DTYPES, resolve_dtype
 from .base import Case, SkipCase, Step, make_params
 
 NAME = "attention"
@@ -29,8 +30,6 @@ SDPA_BACKENDS = {
 }
 IMPLS = ("naive", "sdpa", *SDPA_BACKENDS, "lstm")
 MODES = ("fwd", "fwdbwd")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 ATTENTION_FLOPS = (
     "FlashAttention convention: forward 4*B*H*N^2*d (QK^T and PV, 2 FLOPs per MAC), "
@@ -64,15 +63,6 @@ class AttentionConfig:
     head_dim: int = 64  # d
     dtype: str = "auto"  # float32 on CPU, bfloat16 on CUDA
     causal: bool = False
-
-
-def resolve_dtype(name: str, device: torch.device) -> str:
-    name = DTYPE_ALIASES.get(name, name)
-    if name == "auto":
-        return "bfloat16" if device.type == "cuda" else "float32"
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype '{name}' (choose from auto, {', '.join(DTYPES)})")
-    return name
 
 
 def cases(cfg: AttentionConfig, device: torch.device) -> list[Case]:
@@ -168,7 +158,7 @@ def _auto_backend(q, causal: bool) -> str:
 
 
 def prepare(case: Case, device: torch.device) -> Step:
-    p = case.p
+    p = case.params
     impl, mode, n = p["impl"], p["mode"], p["seq_len"]
     b, h, d, causal = p["batch"], p["heads"], p["head_dim"], p["causal"]
     dtype = DTYPES[p["dtype"]]

@@ -25,7 +25,7 @@ class Case:
         variant: one series within the table (e.g. the implementation 'sdpa').
         size: the swept value (e.g. seq_len); larger sizes of a series are skipped after OOM.
         size_name: display name of the swept value ('N').
-        params: all parameters as sorted (name, value) pairs; they define the id.
+        param_items: all parameters as sorted (name, value) pairs (hashable); they define the id.
         device: the resolved device string ('cpu', 'cuda:0').
     """
 
@@ -34,16 +34,17 @@ class Case:
     variant: str
     size: int
     size_name: str
-    params: tuple[tuple[str, Any], ...]
+    param_items: tuple[tuple[str, Any], ...]
     device: str
 
     @property
-    def p(self) -> dict[str, Any]:
-        return dict(self.params)
+    def params(self) -> dict[str, Any]:
+        """The parameters as a dict (a copy: the Case stays frozen)."""
+        return dict(self.param_items)
 
     @property
     def id(self) -> str:
-        return case_id(self.workload, self.p, self.device)
+        return case_id(self.workload, self.params, self.device)
 
     @property
     def series(self) -> tuple[str, str, str]:

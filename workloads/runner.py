@@ -114,7 +114,7 @@ def _now() -> str:
 def _record(case: Case, status: str, reason: str | None = None, **kw) -> Record:
     return Record(
         case_id=case.id, workload=case.workload, label=case.label, variant=case.variant,
-        size=case.size, size_name=case.size_name, params=case.p, device=case.device,
+        size=case.size, size_name=case.size_name, params=case.params, device=case.device,
         status=status, reason=reason, **kw,
     )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..reports.schema import Record
+from .schema import Record
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 CHINCHILLA_SOURCE = "Hoffmann et al. 2022 (Chinchilla): D = 20·N"
