@@ -23,9 +23,10 @@ def fast_policy(warmup_max_s: float = 0.1):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep calibration caches and run folders out of the user's home and the checkout."""
-    monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own calibration cache, out of the user's home: no test depends on
+    another's cache (or on the order tests run in)."""
+    monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path / "xfbench-cache"))
 
 
 def assert_no_torch(args: list[str]) -> None:

@@ -67,11 +67,20 @@ class Step:
     Args:
         fn: called as fn(*inputs) by run(); its result is dropped.
         inputs: tensors for one call; rotate() makes copies to cycle through.
-        flops: analytic FLOPs of one call (convention in info['flop_convention']).
+        flops: analytic FLOPs of one call in the named convention (info['flop_convention']);
+            FLOP/s and MFU divide this.
         tokens: tokens processed by one call.
-        working_set_bytes: bytes one call must read at least (inputs, weights) for L2 policy.
+        working_set_bytes: bytes one call must read at least (inputs, weights), for the
+            cache policy and the cache-residency flag.
         bytes_moved: ideal memory traffic of one call (each input read once, each output
             written once), for arithmetic intensity and bandwidth floors; None if unknown.
+        work_flops: analytic FLOPs the implementation actually dispatches (dense GEMM shapes
+            as executed: recomputation, masked blocks computed or skipped), the quantity
+            torch's FlopCounterMode is compared with (info['work_flop_convention']); None
+            when it equals `flops`.
+        traffic: what kind of traffic bytes_moved is, so its floor divides by the bandwidth
+            of the same kind: 'read' (read-dominated, e.g. decode reading weights and KV
+            cache) or 'read_write' (reads and writes, against copy bandwidth).
         info: which code path runs (backend, dtype, ...), stored in the record.
         teardown: optional cleanup.
     """
@@ -82,6 +91,8 @@ class Step:
     tokens: int
     working_set_bytes: int
     bytes_moved: float | None = None
+    work_flops: float | None = None
+    traffic: str = "read_write"
     info: dict[str, Any] = field(default_factory=dict)
     teardown: Callable[[], None] | None = None
     _sets: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
