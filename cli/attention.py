@@ -80,8 +80,8 @@ def attention(
     opts = run_options(
         target_ci=target_ci, max_time=max_time, threads=threads, memory=memory, mem_limit=mem_limit,
         count_flops=count_flops, peak_tflops=peak_tflops, telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock,
+        fake_clock=fake_clock, calibrate=calibrate, recalibrate=recalibrate,
     )
     return run_sweep(
-        "attention", cases(cfg, dev), out, opts, resume, calibrate=calibrate, recalibrate=recalibrate
+        "attention", cases(cfg, dev), out, opts, resume
     )

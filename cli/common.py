@@ -64,6 +64,7 @@ FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 def run_options(
     *, target_ci: float, max_time: float, threads: int | None, memory: bool, mem_limit: str | None,
     count_flops: bool, peak_tflops: float | None, telemetry: bool, idle_baseline: bool, fake_clock: bool,
+    calibrate: bool = True, recalibrate: bool = False,
 ):
     """The shared options as RunOptions (imports torch: call it inside a command body)."""
     from ..profilers.timer import TimerPolicy
@@ -75,7 +76,7 @@ def run_options(
         threads=threads, measure_memory=memory, count_flops=count_flops,
         mem_limit_bytes=parse_bytes(mem_limit, "--mem-limit") if mem_limit else None,
         peak_flops_override=parse_peak_tflops(peak_tflops), telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock,
+        fake_clock=fake_clock, calibrate=calibrate or recalibrate, recalibrate=recalibrate,
     )
 
 

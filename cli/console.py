@@ -61,6 +61,10 @@ class SweepProgress:
             self._bar.update(self._task, description=case.name, completed=index)
         self._line = f"[{index + 1}/{total}] {case.name}"
 
+    def note(self, text: str) -> None:
+        """A line about the sweep itself (its calibration, say), printed above the bar."""
+        (self._bar.console if self._bar is not None else self.console).print(text, markup=False, highlight=False)
+
     def finish(self, record) -> None:
         from ..reports.units import fmt_time
 

@@ -135,12 +135,12 @@ def model(
     opts = run_options(
         target_ci=target_ci, max_time=max_time, threads=threads, memory=memory, mem_limit=mem_limit,
         count_flops=count_flops, peak_tflops=peak_tflops, telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock,
+        fake_clock=fake_clock, calibrate=calibrate, recalibrate=recalibrate,
     )
 
     def report(run):  # replaces the generic tables: the model tables show what their cells showed
         return model_tables(run, plans=preset_plans(latest(run.records)))
 
     return run_sweep(
-        "model", plan, out, opts, resume, extra_tables=report, calibrate=calibrate, recalibrate=recalibrate
+        "model", plan, out, opts, resume, extra_tables=report
     )

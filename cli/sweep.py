@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-
-from rich.console import Console
 
 from ..reports.errors import BadInput
 from ..reports.schema import RunResult
@@ -29,40 +26,16 @@ def default_run_dir(command: str) -> Path:
     return Path("runs") / f"{stamp}-{command}"
 
 
-def with_peaks(opts: RunOptions, cases: list[Case], console: Console, recalibrate: bool = False) -> RunOptions:
-    """Load (or measure, once, before the sweep) the peaks for the cases' device, dtypes and threads."""
-    from ..profilers.calibrate import dtypes_for, load_or_calibrate, to_peaks
-    from ..profilers.device import resolve_device
-    from ..reports.units import fmt_flops, fmt_rate
-
-    device = resolve_device(cases[0].device)
-    dtypes = dtypes_for({c.params.get("dtype") for c in cases}, device)
-    res = load_or_calibrate(device, threads=opts.threads, dtypes=dtypes, recalibrate=recalibrate)
-    cal = res.calibration
-    figures = ", ".join(f"{d} {fmt_flops(cal.peak(d))}" for d in dtypes)
-    how = "cached" if res.reused else f"measured in {res.elapsed_s:.1f} s"
-    console.print(
-        f"calibration ({how}, {cal.threads} threads): {figures}, copy {fmt_rate(cal.copy_bytes_per_s, 'B')}"
-        f" [{res.path}]",
-        markup=False,
-    )
-    for note in res.notes:
-        console.print(f"note: {note}", markup=False)
-    return replace(opts, peaks=to_peaks(res))
-
-
 def run_sweep(
     command: str, cases: list[Case], out: Path | None, opts: RunOptions, resume: bool,
     extra_tables: Callable[[RunResult], list[Table]] | None = None,
-    calibrate: bool = True,
-    recalibrate: bool = False,
 ) -> ExitStatus:
     """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code.
 
     `extra_tables` makes a command's own tables from the run; they replace the generic
     results and scaling tables (the notes met while loading the file still print).
-    With `calibrate` the measured peaks (cached per machine) are loaded or measured once,
-    before the first case, unless the clock is fake or `opts` already carries peaks.
+    The library (run_plan) loads or measures the peaks once, before the first case, as
+    `opts` says.
     """
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
@@ -72,10 +45,8 @@ def run_sweep(
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
-    if todo and (calibrate or recalibrate) and not opts.fake_clock and opts.peaks is None:
-        if path.exists():
-            load_results(path)  # a bad --out fails now, not after seconds of calibration
-        opts = with_peaks(opts, todo, console, recalibrate)
+    if path.exists():
+        load_results(path)  # a bad --out fails now, not after seconds of calibration
     try:
         with SweepProgress(console) as progress:
             run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)

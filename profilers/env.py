@@ -34,23 +34,45 @@ def cpu_governor() -> str | None:
         return None
 
 
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_info(cwd: str | Path = ".") -> dict[str, Any]:
-    """Commit and dirty flag of the current directory when it is a git checkout."""
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-            )
-            return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    commit = git("rev-parse", "HEAD")
+    """Top-level folder, commit and dirty flag of the git checkout that holds `cwd` (None values if none)."""
+    cwd = Path(cwd)
+    commit = _git(cwd, "rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+        return {"toplevel": None, "commit": None, "dirty": None}
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    return {"toplevel": _git(cwd, "rev-parse", "--show-toplevel"), "commit": commit,
+            "dirty": bool(status) if status is not None else None}
+
+
+def provenance(cwd: str | Path = ".") -> dict[str, dict[str, Any]]:
+    """Who measured, for the results header: xfbench itself and the directory it ran in.
+
+    xfbench's commit is that of its own source folder, and only when that folder is the top
+    of a checkout (an editable install of the xfbench repository); an installed package
+    inside some other repository must not borrow that repository's commit.
+    """
+    from .. import __version__
+
+    source = Path(__file__).resolve().parents[1]
+    own = git_info(source)
+    mine = own["toplevel"] is not None and Path(own["toplevel"]).resolve() == source
+    workdir = git_info(cwd)
+    return {
+        "xfbench": {
+            "version": __version__, "source": str(source),
+            "commit": own["commit"] if mine else None, "dirty": own["dirty"] if mine else None,
+        },
+        "workdir": {"path": str(Path(cwd).resolve()), "commit": workdir["commit"], "dirty": workdir["dirty"]},
+    }
 
 
 def cuda_devices() -> list[dict[str, Any]]:

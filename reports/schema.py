@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +16,7 @@ from .errors import BadInput
 # NOTE: bump SCHEMA_VERSION for any change that is not purely additive, and add a
 # `migrate_to_N` function to MIGRATIONS plus a fixture in tests/fixtures/. Additive
 # fields only need a default here.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 Status = Literal["ok", "oom", "error", "skipped"]
 
@@ -58,12 +61,30 @@ class MemoryStats(BaseModel):
     note: str | None = None
 
 
+class Measurement(BaseModel):
+    """What profilers.measure() returns for one Step: plain data, so a child process or a
+    data-parallel rank can hand it to the parent, which alone builds the Record.
+
+    Fields have the meaning of the Record fields of the same names.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: TimeStats
+    memory: MemoryStats | None = None
+    metrics: dict[str, float | int | str | bool | None] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)
+    telemetry: dict[str, Any] | None = None
+
+
 class Record(BaseModel):
     """One measured (or failed, or skipped) Case. Metrics are SI, unit in the field name."""
 
     model_config = ConfigDict(extra="allow")
 
     kind: Literal["record"] = "record"
+    run_id: str | None = Field(None, description="the run (results-file segment) that measured it: its header")
     case_id: str
     workload: str
     label: str = Field(description="groups records into one table (e.g. workload + mode)")
@@ -98,11 +119,17 @@ class Header(BaseModel):
 
     kind: Literal["header"] = "header"
     schema_version: int = SCHEMA_VERSION
+    run_id: str = Field(description="names this run; every record it wrote repeats it")
     tool_version: str
     created_utc: str
     command: str
     argv: list[str] = Field(default_factory=list)
-    git: dict[str, Any] = Field(default_factory=dict)
+    xfbench: dict[str, Any] = Field(
+        default_factory=dict, description="xfbench itself: version, source folder, its git commit and dirty flag"
+    )
+    workdir: dict[str, Any] = Field(
+        default_factory=dict, description="the directory it ran in: path, and its git commit if it is a checkout"
+    )
     environment: dict[str, Any] = Field(default_factory=dict)
     warning_hints: dict[str, str] = Field(
         default_factory=dict, description="warning code -> what to do, so reports need no lookup"
@@ -128,10 +155,39 @@ def case_id(workload: str, params: dict[str, Any], device: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+def new_run_id() -> str:
+    """A run id that sorts by time and never repeats: UTC time, pid and random bits."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 # --- migrations -----------------------------------------------------------------------
-# MIGRATIONS[n] upgrades a raw line dict from version n-1 to version n. None yet: version
-# 1 is the first. A loader walks the chain from a file's version up to SCHEMA_VERSION.
-MIGRATIONS: dict[int, Any] = {}
+# MIGRATIONS[n] upgrades a raw line dict from version n-1 to version n. A loader walks the
+# chain from a segment's version up to SCHEMA_VERSION (store.load_results).
+
+
+def migrate_to_2(line: dict[str, Any]) -> dict[str, Any]:
+    """v1 -> v2: headers name their run (run_id) and split provenance into xfbench's own and the
+    working directory's; v1's `git` was the working directory's. v1 records carry no run_id: the
+    loader gives them their segment's. v1's `flops_counted_over_analytic` divided the counted
+    FLOPs by the convention FLOPs (not the executed work), so it keeps that meaning under its
+    honest name."""
+    line = dict(line)
+    if line.get("kind") == "header":
+        git = line.pop("git", None) or {}
+        blob = json.dumps([line.get("created_utc"), line.get("command"), line.get("argv")], default=str)
+        line.setdefault("run_id", "v1-" + hashlib.sha1(blob.encode()).hexdigest()[:12])
+        line.setdefault("xfbench", {"version": line.get("tool_version"), "commit": None, "dirty": None})
+        line.setdefault("workdir", {"path": None, "commit": git.get("commit"), "dirty": git.get("dirty")})
+        return line
+    metrics = dict(line.get("metrics") or {})
+    if "flops_counted_over_analytic" in metrics:
+        metrics["flops_counted_over_convention"] = metrics.pop("flops_counted_over_analytic")
+        line["metrics"] = metrics
+    return line
+
+
+MIGRATIONS: dict[int, Any] = {2: migrate_to_2}
 
 
 def migrate(line: dict[str, Any], version: int) -> dict[str, Any]:

@@ -122,7 +122,10 @@ def load_results(path: str | Path) -> RunResult:
                 header.schema_version = SCHEMA_VERSION
                 headers.append(header)
             else:
-                records.append(Record.model_validate(migrate(obj, version)))
+                rec = Record.model_validate(migrate(obj, version))
+                if rec.run_id is None:  # written before records named their run (schema v1)
+                    rec.run_id = headers[-1].run_id
+                records.append(rec)
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

@@ -16,7 +16,7 @@ def test_an_error_in_one_case_is_a_record_and_the_sweep_goes_on():
     # A parameter set the workload rejects: prepare() raises, as a real bug in a case would.
     bad = Case("attention", good.label, "bogus", 32, "N", make_params(**{**good.params, "impl": "bogus"}), "cpu")
     seen = []
-    records = run_cases([bad, good], seen.append, RunOptions(policy=fast_policy(), measure_memory=False))
+    records = run_cases([bad, good], seen.append, RunOptions(policy=fast_policy(), measure_memory=False, calibrate=False))
     assert seen == records
     assert [r.status for r in records] == ["error", "ok"]
     assert records[0].reason == "ValueError: unknown attention impl 'bogus'"
@@ -26,7 +26,7 @@ def test_an_error_in_one_case_is_a_record_and_the_sweep_goes_on():
 
 def test_oom_sizes_seed_from_records():
     good = cases(AttentionConfig(seq_lens=[32, 64, 128], impls=["naive"], heads=2, head_dim=16), CPU)
-    opts = RunOptions(policy=fast_policy(), measure_memory=False)
+    opts = RunOptions(policy=fast_policy(), measure_memory=False, calibrate=False)
     # An earlier run's OOM at N=64 makes N=128 a skip, N=32 still runs.
     records = run_cases(good, lambda r: None, opts, oom_at={good[0].series: 64})
     assert [(r.size, r.status) for r in records] == [(32, "ok"), (64, "ok"), (128, "skipped")]
@@ -36,7 +36,7 @@ def test_oom_sizes_seed_from_records():
 def test_a_flop_count_that_cannot_run_leaves_the_case_ok():
     # torch's FlopCounterMode module tracker refuses autograd.grad() through nn.LSTM's leaf weights.
     case = cases(AttentionConfig(seq_lens=[16], impls=["lstm"], modes=["fwdbwd"], heads=2, head_dim=8), CPU)[0]
-    opts = RunOptions(policy=fast_policy(), measure_memory=False, count_flops=True)
+    opts = RunOptions(policy=fast_policy(), measure_memory=False, count_flops=True, calibrate=False)
     (rec,) = run_cases([case], lambda r: None, opts)
     assert rec.status == "ok"
     assert "flops_counted_over_analytic" not in rec.metrics

@@ -3,13 +3,16 @@
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from xfbench.reports.errors import BadInput
-from xfbench.reports.schema import SCHEMA_VERSION, Header, Record, case_id
+from xfbench.reports.schema import SCHEMA_VERSION, Header, Record, case_id, migrate, migrate_to_2
 from xfbench.reports.store import ResultsWriter, load_results
 from xfbench.reports.terminal import render
 
@@ -17,8 +20,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-def header() -> Header:
-    return Header(tool_version="0.0.test", created_utc="2026-01-01T00:00:00+00:00", command="attention")
+def header(run_id: str = "run-a") -> Header:
+    return Header(run_id=run_id, tool_version="0.0.test", created_utc="2026-01-01T00:00:00+00:00", command="attention")
 
 
 def record(size: int, status: str = "ok") -> Record:
@@ -45,18 +48,47 @@ def test_writer_round_trip_and_append(tmp_path):
     assert len(run.headers) == 2 and run.header == run.headers[0]
 
 
-def test_each_record_is_on_disk_before_append_returns(tmp_path):
+# The child appends one record, says so, then waits to be killed: what a crash right after
+# append() returned leaves on disk must hold that record (a writer that only buffered, or
+# flushed later, loses it: the kill gives Python no chance to flush).
+_CRASH_CHILD = """
+import sys
+from xfbench.reports.schema import Header, Record
+from xfbench.reports.store import ResultsWriter
+w = ResultsWriter(sys.argv[1], Header(run_id="crash", tool_version="t", created_utc="t", command="c"))
+w.append(Record(case_id="c1", workload="w", label="l", variant="v", size=1, size_name="N", params={},
+                device="cpu", status="ok"))
+print("APPENDED", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_record_survives_a_kill_right_after_append_returns(tmp_path):
     path = tmp_path / "results.jsonl"
-    w = ResultsWriter(path, header())
-    w.append(record(128))
-    # Read through a separate file descriptor while the writer is still open.
-    fd = os.open(path, os.O_RDONLY)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CRASH_CHILD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        data = os.read(fd, 1 << 20).decode()
+        assert child.stdout.readline().strip() == "APPENDED"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
     finally:
-        os.close(fd)
+        child.kill()
+    run = load_results(path)
+    assert [r.case_id for r in run.records] == ["c1"] and run.records[0].run_id == "crash"
+
+
+def test_append_syncs_each_line_to_the_disk(tmp_path, monkeypatch):
+    # A kill cannot tell a flushed line from a synced one (the page cache survives it; a power
+    # cut does not), so the fsync itself is watched at the OS boundary, still really called.
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_size), real(fd)))
+    w = ResultsWriter(tmp_path / "results.jsonl", header())
+    w.append(record(128))
+    size = (tmp_path / "results.jsonl").stat().st_size
     w.close()
-    assert data.count("\n") == 2 and '"size":128' in data
+    assert len(synced) == 2 and synced[-1] == size  # header, then the record, each synced whole
 
 
 def test_damaged_last_line_is_dropped_with_a_note_and_appends_stay_valid(tmp_path):
@@ -140,3 +172,29 @@ def test_every_past_schema_version_loads_and_renders(fixture):
     if os.environ.get("UPDATE_SNAPSHOTS"):
         snapshot.write_text(text)
     assert text == snapshot.read_text(), f"rendering changed; rerun with UPDATE_SNAPSHOTS=1 if intended ({snapshot})"
+
+
+def test_records_name_their_run_and_v1_segments_get_one(tmp_path):
+    path = tmp_path / "results.jsonl"
+    with ResultsWriter(path, header("run-a")) as w:
+        w.append(record(128).model_copy(update={"run_id": "run-a"}))
+    v1 = json.loads((FIXTURES / "results_v1.jsonl").read_text().splitlines()[0])
+    with open(path, "a") as fh:  # an old segment after a new one: each migrates by its own version
+        fh.write(json.dumps(v1) + "\n")
+        fh.write(json.dumps({**record(256).model_dump(), "run_id": None, "kind": "record"}) + "\n")
+    run = load_results(path)
+    assert [h.run_id for h in run.headers][0] == "run-a"
+    assert run.headers[1].run_id.startswith("v1-")
+    assert [r.run_id for r in run.records] == ["run-a", run.headers[1].run_id]
+
+
+def test_migrate_to_2_splits_provenance_and_renames_the_v1_ratio():
+    old_header = {"kind": "header", "schema_version": 1, "tool_version": "0.1.0", "created_utc": "t",
+                  "command": "attention", "git": {"commit": "abc", "dirty": False}}
+    h = migrate(old_header, 1)
+    assert "git" not in h and h["workdir"] == {"path": None, "commit": "abc", "dirty": False}
+    assert h["xfbench"] == {"version": "0.1.0", "commit": None, "dirty": None}
+    assert h["run_id"] == migrate(old_header, 1)["run_id"]  # the same file gets the same id every load
+    rec = migrate_to_2({"kind": "record", "metrics": {"flops_counted_over_analytic": 1.9, "flop_per_s": 1.0}})
+    # v1 divided counted FLOPs by the convention FLOPs: the value keeps that meaning, under that name.
+    assert rec["metrics"] == {"flops_counted_over_convention": 1.9, "flop_per_s": 1.0}

@@ -1,0 +1,124 @@
+"""The built-in profilers of measure(): CPU contention and NVML telemetry around the timed
+phase, peak memory and FLOP counting in passes of their own (protocol in measure.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..reports.schema import TimeStats
+from .contention import CpuWindow, usable_cores
+from .flop_count import check_ratio, count_flops, counted_over_analytic
+from .measure import PASS, WINDOW, Context, Contribution, MeasureOptions
+from .memory import measure_peak
+from .telemetry import NullWindow
+from .telemetry_agg import headline_metrics
+from .warnings import MeasurementWarning, window_warnings
+
+
+class CpuContention:
+    """Cores other processes kept busy during the timed phase (a real reading: off under a fake clock)."""
+
+    kind = WINDOW
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.window = CpuWindow()
+
+    @classmethod
+    def enabled(cls, opts: MeasureOptions) -> bool:
+        return not opts.fake_clock
+
+    def __enter__(self):
+        return self.window.__enter__()
+
+    def __exit__(self, *exc):
+        return self.window.__exit__(*exc)
+
+    def result(self, timing: TimeStats) -> Contribution:
+        cpu = self.window.result()
+        demand = cpu_threads(self.ctx)
+        warns = window_warnings(
+            throttle_reasons=None, other_gpu_processes=None, other_busy_cores=cpu["cpu_other_busy_cores"],
+            demand_cores=demand, usable_cores=usable_cores(),
+        )
+        return Contribution(telemetry=cpu, warnings=warns)
+
+
+def cpu_threads(ctx: Context) -> int:
+    """Cores the step itself keeps busy: its torch threads on CPU, one feeding thread on a GPU."""
+    return torch.get_num_threads() if ctx.device.type == "cpu" else 1
+
+
+class NvmlTelemetry:
+    """Energy, power, clocks and throttle reasons of the device over the timed phase (NVML)."""
+
+    kind = WINDOW
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        tel = ctx.opts.telemetry
+        self.window = tel.window(run=ctx.step.run) if tel is not None else NullWindow("telemetry not set up")
+
+    @classmethod
+    def enabled(cls, opts: MeasureOptions) -> bool:
+        return not opts.fake_clock  # a fake time has no real window to sample
+
+    def __enter__(self):
+        return self.window.__enter__()
+
+    def __exit__(self, *exc):
+        return self.window.__exit__(*exc)
+
+    def result(self, timing: TimeStats) -> Contribution:
+        opts = self.ctx.opts
+        tel = self.window.result(timing.n * timing.calls_per_sample, self.ctx.step.tokens, opts.idle_power_w)
+        tel["idle_method"] = opts.idle_method
+        warns = window_warnings(
+            throttle_reasons=tel.get("throttle_reasons"), other_gpu_processes=tel.get("other_processes"),
+            other_busy_cores=None, demand_cores=0, usable_cores=usable_cores(),
+        )
+        return Contribution(metrics=headline_metrics(tel), telemetry=tel, warnings=warns)
+
+
+class PeakMemory:
+    """Peak memory of one call above the memory in use before it, in a pass of its own."""
+
+    kind = PASS
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @classmethod
+    def enabled(cls, opts: MeasureOptions) -> bool:
+        return opts.memory
+
+    def result(self, timing: TimeStats) -> Contribution:
+        return Contribution(memory=measure_peak(self.ctx.step.run, self.ctx.device))
+
+
+class FlopCount:
+    """One more call under torch's FlopCounterMode (outside timing): counted FLOPs against the analytic ones."""
+
+    kind = PASS
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+
+    @classmethod
+    def enabled(cls, opts: MeasureOptions) -> bool:
+        return opts.count_flops
+
+    def result(self, timing: TimeStats) -> Contribution:
+        step = self.ctx.step
+        try:
+            counted = count_flops(step)
+        except RuntimeError as e:  # a cross-check that cannot run must not fail the measured case
+            # (e.g. torch's module tracker refuses autograd.grad() through an nn.Module's leaves)
+            return Contribution(info={"flops_count_error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]})
+        ratio = counted_over_analytic(counted.total, step.flops)
+        warns = [MeasurementWarning.FLOP_COUNT_MISMATCH] if ratio is not None and check_ratio(ratio) else []
+        return Contribution(
+            metrics={"flops_counted_per_call": counted.total or None, "flops_counted_over_analytic": ratio},
+            info={"flops_counted_by_module": dict(counted.per_module)},
+            warnings=warns,
+        )
