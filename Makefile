@@ -1,11 +1,13 @@
 # Two-command set-up: `make demo` and `make test` (each installs first).
-# torch is pinned to a CPU build here: the package itself only declares torch>=2.4, so a
-# GPU machine keeps its own CUDA build. The "+cpu" local version can only match a CPU
-# wheel, so this never pulls a multi-GB CUDA build onto a CPU machine. Where no local
-# CPU wheel is found, point pip at PyTorch's CPU index, e.g. PIP_EXTRA_INDEX_URL.
+# torch: the package itself only declares torch>=2.4, so a venv that already has a torch (a GPU
+# machine's CUDA build) keeps it. Otherwise .ci/install_torch.sh installs a CPU build: the pin
+# through pip's configured indexes (a local CPU wheel), else from PyTorch's CPU index alone (the
+# pin, else the newest torch there), and prints which one it used. The "+cpu" local version and
+# the CPU index hold CPU wheels only: never a multi-GB CUDA build on a CPU machine.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_CPU ?= torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_OUT ?= runs/demo
@@ -16,7 +18,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.torch: | $(PY)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_CPU)"
+	sh .ci/install_torch.sh $(PY) "$(TORCH_CPU)" $(TORCH_CPU_INDEX)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
