@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from .common import (
-    Calibrate,
-    CountFlops,
-    Device,
-    Dtype,
-    FakeClock,
-    IdleBaseline,
-    MaxTime,
-    MemLimit,
-    Memory,
-    Out,
-    PeakTflops,
-    Recalibrate,
-    Resume,
-    TargetCi,
-    Telemetry,
-    Threads,
-    check_dtype,
-    run_options,
-)
+from .common import Dtype, SharedOptions, check_dtype, sweep_command
 from .status import ExitStatus
 
 IMPL_CHOICES = ("naive", "sdpa", "flash", "efficient", "cudnn", "math", "lstm")
 MODE_CHOICES = ("fwd", "fwdbwd")
 
 
+@sweep_command
 def attention(
     seq_lens: str = typer.Option(
         "256:4096:x2", "--seq-lens",
@@ -44,21 +26,7 @@ def attention(
     head_dim: int = typer.Option(64, "--head-dim", min=1, help="Head dimension d (LSTM width is H*d)."),
     dtype: Dtype = "auto",
     causal: bool = typer.Option(False, "--causal/--full", help="Causal mask (FLOPs halved) or full attention."),
-    device: Device = "auto",
-    out: Out = None,
-    resume: Resume = False,
-    target_ci: TargetCi = 0.02,
-    max_time: MaxTime = 5.0,
-    threads: Threads = None,
-    mem_limit: MemLimit = None,
-    memory: Memory = True,
-    count_flops: CountFlops = False,
-    calibrate: Calibrate = True,
-    recalibrate: Recalibrate = False,
-    peak_tflops: PeakTflops = None,
-    telemetry: Telemetry = True,
-    idle_baseline: IdleBaseline = False,
-    fake_clock: FakeClock = False,
+    shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Time and memory of attention across sequence lengths: parallel, yet quadratic."""
     from .parse import parse_choices, parse_int_sweep
@@ -71,17 +39,10 @@ def attention(
     from ..workloads.attention import AttentionConfig, cases
     from .sweep import run_sweep
 
-    dev = resolve_device(device)
+    dev = resolve_device(shared.device)
     check_dtype(dtype, dev)
     cfg = AttentionConfig(
         seq_lens=lens, impls=impls, modes=modes, batch=batch, heads=heads, head_dim=head_dim,
         dtype=dtype, causal=causal,
     )
-    opts = run_options(
-        target_ci=target_ci, max_time=max_time, threads=threads, memory=memory, mem_limit=mem_limit,
-        count_flops=count_flops, peak_tflops=peak_tflops, telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock, calibrate=calibrate, recalibrate=recalibrate,
-    )
-    return run_sweep(
-        "attention", cases(cfg, dev), out, opts, resume
-    )
+    return run_sweep("attention", cases(cfg, dev), shared)

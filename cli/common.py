@@ -1,7 +1,18 @@
-"""Options every sweep command shares (one definition each), and how they become RunOptions."""
+"""Options every sweep command shares, defined once, and how they become RunOptions.
+
+A sweep command declares only its own options and takes `shared: SharedOptions`;
+@sweep_command appends the shared ones (SharedOptions' fields, their one definition) to
+the command's CLI signature and hands them over as one SharedOptions.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +45,7 @@ CountFlops = Annotated[
     bool,
     typer.Option(
         "--count-flops", help="Count FLOPs once per case with torch's FlopCounterMode (outside timing) and report "
-        "counted/analytic.",
+        "counted over the work the implementation dispatches.",
     ),
 ]
 Calibrate = Annotated[
@@ -61,23 +72,71 @@ IdleBaseline = Annotated[
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
-def run_options(
-    *, target_ci: float, max_time: float, threads: int | None, memory: bool, mem_limit: str | None,
-    count_flops: bool, peak_tflops: float | None, telemetry: bool, idle_baseline: bool, fake_clock: bool,
-    calibrate: bool = True, recalibrate: bool = False,
-):
-    """The shared options as RunOptions (imports torch: call it inside a command body)."""
-    from ..profilers.timer import TimerPolicy
-    from ..workloads.runner import RunOptions
-    from .parse import parse_bytes, parse_peak_tflops
+@dataclass(frozen=True)
+class SharedOptions:
+    """The options every sweep command shares, defined here once: each field's annotation
+    carries its CLI flag and help, its default is the CLI default, and sweep_command puts the
+    fields on a command's signature."""
 
-    return RunOptions(
-        policy=TimerPolicy(target_ci_rel=target_ci, max_time_s=max_time),
-        threads=threads, measure_memory=memory, count_flops=count_flops,
-        mem_limit_bytes=parse_bytes(mem_limit, "--mem-limit") if mem_limit else None,
-        peak_flops_override=parse_peak_tflops(peak_tflops), telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock, calibrate=calibrate or recalibrate, recalibrate=recalibrate,
-    )
+    device: Device = "auto"
+    out: Out = None
+    resume: Resume = False
+    target_ci: TargetCi = 0.02
+    max_time: MaxTime = 5.0
+    threads: Threads = None
+    mem_limit: MemLimit = None
+    memory: Memory = True
+    count_flops: CountFlops = False
+    calibrate: Calibrate = True
+    recalibrate: Recalibrate = False
+    peak_tflops: PeakTflops = None
+    telemetry: Telemetry = True
+    idle_baseline: IdleBaseline = False
+    fake_clock: FakeClock = False
+
+    def run_options(self):
+        """As RunOptions (imports torch: call it inside a command body)."""
+        from ..profilers.timer import TimerPolicy
+        from ..workloads.runner import RunOptions
+        from .parse import parse_bytes, parse_peak_tflops
+
+        return RunOptions(
+            policy=TimerPolicy(target_ci_rel=self.target_ci, max_time_s=self.max_time),
+            threads=self.threads, measure_memory=self.memory, count_flops=self.count_flops,
+            mem_limit_bytes=parse_bytes(self.mem_limit, "--mem-limit") if self.mem_limit else None,
+            peak_flops_override=parse_peak_tflops(self.peak_tflops), telemetry=self.telemetry,
+            idle_baseline=self.idle_baseline, fake_clock=self.fake_clock,
+            calibrate=self.calibrate or self.recalibrate, recalibrate=self.recalibrate,
+        )
+
+
+def sweep_command(fn: Callable[..., typing.Any]) -> Callable[..., typing.Any]:
+    """Give a command `fn(own options..., shared: SharedOptions)` the shared options on its CLI.
+
+    Typer reads the returned function's signature: fn's own parameters, then SharedOptions' fields.
+    """
+    hints = typing.get_type_hints(fn, include_extras=True)
+    own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values() if p.name != "shared"]
+    shared_hints = typing.get_type_hints(SharedOptions, include_extras=True)
+    shared = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=shared_hints[f.name])
+        for f in dataclasses.fields(SharedOptions)
+    ]
+    clash = {p.name for p in own} & {p.name for p in shared}
+    if clash:
+        raise TypeError(f"{fn.__name__} redefines shared options: {', '.join(sorted(clash))}")
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        values = SharedOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+        return fn(**kwargs, shared=values)
+
+    del command.__wrapped__  # Typer must see the combined signature, not fn's
+    params = own + shared
+    command.__signature__ = inspect.Signature(params, return_annotation=hints.get("return"))
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command
 
 
 def check_dtype(dtype: str, device) -> None:

@@ -4,25 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import (
-    Calibrate,
-    CountFlops,
-    Device,
-    FakeClock,
-    IdleBaseline,
-    MaxTime,
-    MemLimit,
-    Memory,
-    Out,
-    PeakTflops,
-    Recalibrate,
-    Resume,
-    TargetCi,
-    Telemetry,
-    Threads,
-    check_dtype,
-    run_options,
-)
+from .common import SharedOptions, check_dtype, sweep_command
 from .status import ExitStatus
 
 MODE_CHOICES = ("train", "prefill", "decode")
@@ -43,6 +25,7 @@ def parse_presets(text: str, names: list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(canonical[p.lower()] for p in picked))
 
 
+@sweep_command
 def model(
     presets: str | None = typer.Option(
         None, "--presets",
@@ -76,21 +59,7 @@ def model(
     flop_convention: str = typer.Option(
         "full", "--flop-convention", help="Attention FLOPs: full (PaLM, nanoGPT) or causal (halved)."
     ),
-    device: Device = "auto",
-    out: Out = None,
-    resume: Resume = False,
-    target_ci: TargetCi = 0.02,
-    max_time: MaxTime = 5.0,
-    threads: Threads = None,
-    mem_limit: MemLimit = None,
-    memory: Memory = True,
-    count_flops: CountFlops = False,
-    calibrate: Calibrate = True,
-    recalibrate: Recalibrate = False,
-    peak_tflops: PeakTflops = None,
-    telemetry: Telemetry = True,
-    idle_baseline: IdleBaseline = False,
-    fake_clock: FakeClock = False,
+    shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."""
     from ..reports.errors import BadInput
@@ -122,7 +91,7 @@ def model(
         names = [] if custom else parse_presets(DEFAULT_PRESETS, list(PRESETS))
     else:
         names = parse_presets(presets, list(PRESETS))
-    dev = resolve_device(device)
+    dev = resolve_device(shared.device)
     check_dtype(dtype, dev)
     cfg = ModelConfig(
         presets=names, modes=modes, batch=batch, seq_len=seq_len, prompt_len=prompt_len, new_tokens=new_tokens,
@@ -132,15 +101,8 @@ def model(
         plan = cases(cfg, dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
-    opts = run_options(
-        target_ci=target_ci, max_time=max_time, threads=threads, memory=memory, mem_limit=mem_limit,
-        count_flops=count_flops, peak_tflops=peak_tflops, telemetry=telemetry, idle_baseline=idle_baseline,
-        fake_clock=fake_clock, calibrate=calibrate, recalibrate=recalibrate,
-    )
 
     def report(run):  # replaces the generic tables: the model tables show what their cells showed
         return model_tables(run, plans=preset_plans(latest(run.records)))
 
-    return run_sweep(
-        "model", plan, out, opts, resume, extra_tables=report
-    )
+    return run_sweep("model", plan, shared, extra_tables=report)

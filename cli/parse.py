@@ -6,11 +6,6 @@ import re
 
 from ..reports.errors import BadInput
 
-_BYTE_UNITS = {
-    "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
-    "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-    "tib": 2**40,
-}
 # A sweep never needs more points than this; a typo like 1:100000:+1 is caught early.
 MAX_SWEEP_POINTS = 10_000
 # Tensor dimensions past 32 bits are out of reach of every kernel measured here.
@@ -80,11 +75,13 @@ def parse_choices(text: str, choices: tuple[str, ...] | list[str], option: str) 
 
 
 def parse_bytes(text: str, option: str) -> int:
-    """'2GiB', '500MB', '1.5g', '1048576' -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _BYTE_UNITS:
-        raise BadInput(f"{option}: '{text}' is not a size (e.g. 512MiB, 2GB, 1048576)")
-    value = int(float(m.group(1)) * _BYTE_UNITS[m.group(2).lower()])
+    """'2GiB', '500MB', '1.5g', '1048576' -> bytes (pydantic's ByteSize: SI and IEC units)."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        value = int(TypeAdapter(ByteSize).validate_python(text.strip()))
+    except ValidationError:
+        raise BadInput(f"{option}: '{text}' is not a size (e.g. 512MiB, 2GB, 1048576)") from None
     if value <= 0:
         raise BadInput(f"{option}: '{text}' must be more than 0 bytes")
     return value

@@ -14,7 +14,8 @@ from ..reports.store import RESULTS_NAME, load_results
 from ..reports.tables import Table
 from ..reports.terminal import render
 from ..workloads.base import Case
-from ..workloads.runner import RunOptions, pending_cases, run_plan
+from ..workloads.runner import pending_cases, run_plan
+from .common import SharedOptions
 from .console import SweepProgress, make_console
 from .status import ExitStatus
 
@@ -27,7 +28,7 @@ def default_run_dir(command: str) -> Path:
 
 
 def run_sweep(
-    command: str, cases: list[Case], out: Path | None, opts: RunOptions, resume: bool,
+    command: str, cases: list[Case], shared: SharedOptions,
     extra_tables: Callable[[RunResult], list[Table]] | None = None,
 ) -> ExitStatus:
     """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code.
@@ -37,6 +38,7 @@ def run_sweep(
     The library (run_plan) loads or measures the peaks once, before the first case, as
     `opts` says.
     """
+    opts, out, resume = shared.run_options(), shared.out, shared.resume
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
     console = make_console()

@@ -14,13 +14,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from .calibrate import calibration_report, load_or_calibrate, torch_threads
 from .contention import CpuWindow, load_average, usable_cores
 from .device import synchronize
 from .env import cpu_governor
-from .stats import quantile
 from .telemetry import open_telemetry
 from .telemetry_agg import THROTTLE_REASONS
 from .timer import TimerPolicy, make_clock, measure_time
@@ -266,13 +266,13 @@ class _Kernel:
 def noise_figures(xs: list[float]) -> dict[str, float]:
     """Pure: window count, CV, robust CV and slow tail of per-call times."""
     srt = sorted(xs)
-    mean, med = statistics.fmean(srt), quantile(srt, 0.5)
-    mad = quantile(sorted(abs(x - med) for x in srt), 0.5)
+    mean, med = statistics.fmean(srt), float(np.median(srt))
+    mad = float(np.median([abs(x - med) for x in srt]))
     return {
         "noise_windows": len(srt),
         "noise_cv": statistics.stdev(srt) / mean if len(srt) > 1 and mean > 0 else math.inf,
         "noise_robust_cv": MAD_TO_SIGMA * mad / med if med > 0 else math.inf,
-        "noise_p99_over_median": quantile(srt, 0.99) / med if med > 0 else math.inf,
+        "noise_p99_over_median": float(np.quantile(srt, 0.99)) / med if med > 0 else math.inf,
         "noise_stall_fraction": sum(x > STALL_RATIO * med for x in srt) / len(srt),
     }
 

@@ -4,15 +4,7 @@ import math
 
 import pytest
 
-from xfbench.profilers.stats import MIN_SAMPLES_FOR_CI, median_ci_ranks, quantile, summarize
-
-
-def test_quantile_matches_numpy_linear_method():
-    xs = [1.0, 2.0, 3.0, 4.0]
-    assert quantile(xs, 0.5) == 2.5
-    assert quantile(xs, 0.1) == pytest.approx(1.3)
-    assert quantile(xs, 0.9) == pytest.approx(3.7)
-    assert quantile([5.0], 0.9) == 5.0
+from xfbench.profilers.stats import CI_LEVEL, EXACT_CI_MAX_N, MIN_SAMPLES_FOR_CI, median_ci_ranks, summarize
 
 
 def test_median_ci_ranks_exact_binomial():
@@ -22,6 +14,31 @@ def test_median_ci_ranks_exact_binomial():
     assert median_ci_ranks(6) == (1, 6)
     # Too few samples for 95%: the whole range.
     assert median_ci_ranks(MIN_SAMPLES_FOR_CI - 1) == (1, 5)
+
+
+def _coverage(n: int, lo: int) -> float:
+    """P(x_(lo) <= median <= x_(n-lo+1)) = 1 - 2 P(B <= lo - 1), B ~ Binomial(n, 1/2) (scipy)."""
+    from scipy.stats import binom
+
+    return 1.0 - 2.0 * binom.cdf(lo - 1, n, 0.5)
+
+
+@pytest.mark.parametrize("n", [*range(MIN_SAMPLES_FOR_CI, 60), 99, 100, 101, 500, EXACT_CI_MAX_N])
+def test_exact_ranks_cover_95_percent_and_are_the_tightest_that_do(n):
+    lo, hi = median_ci_ranks(n)
+    assert hi == n - lo + 1
+    assert _coverage(n, lo) >= CI_LEVEL
+    assert _coverage(n, lo + 1) < CI_LEVEL or lo + 1 > (n + 1) // 2  # one rank tighter falls short
+
+
+@pytest.mark.parametrize("n", [EXACT_CI_MAX_N + 1, 2000, 10_000, 100_000])
+def test_normal_approximation_ranks_are_within_one_rank_of_exact(n):
+    from scipy.stats import binom
+
+    lo, _ = median_ci_ranks(n)
+    exact = int(binom.ppf((1 - CI_LEVEL) / 2, n, 0.5))  # largest l with P(B <= l - 1) <= alpha/2, give or take one
+    assert abs(lo - exact) <= 1
+    assert _coverage(n, lo) >= CI_LEVEL - 0.002
 
 
 def test_median_ci_ranks_large_n_is_symmetric_and_tight():
