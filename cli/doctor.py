@@ -24,7 +24,8 @@ def doctor(
 ) -> ExitStatus:
     """Timer overhead, run-to-run noise, peaks, NVML, governor, load, threads: verdict OK / NOISY / UNFIT."""
     from ..profilers.device import resolve_device
-    from ..profilers.doctor import examine, report
+    from ..profilers.doctor import examine
+    from ..profilers.verdict import report
 
     facts = examine(
         resolve_device(device), noise_seconds=seconds, threads=threads, calibrate=calibrate, recalibrate=recalibrate
