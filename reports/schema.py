@@ -148,6 +148,13 @@ class RunResult(BaseModel):
     headers: list[Header] = Field(default_factory=list, description="every segment's header, in file order")
     notes: list[str] = Field(default_factory=list, description="problems met while loading")
 
+    def header_of(self, record: Record) -> Header:
+        """The header of the run that measured `record` (its environment, calibration, provenance)."""
+        for h in self.headers or [self.header]:
+            if h.run_id == record.run_id:
+                return h
+        raise KeyError(f"record {record.case_id} names run {record.run_id!r}, which no header in this file has")
+
 
 def case_id(workload: str, params: dict[str, Any], device: str) -> str:
     """Stable id of a Case: the same workload, parameters and device give the same id."""

@@ -186,6 +186,9 @@ def test_records_name_their_run_and_v1_segments_get_one(tmp_path):
     assert [h.run_id for h in run.headers][0] == "run-a"
     assert run.headers[1].run_id.startswith("v1-")
     assert [r.run_id for r in run.records] == ["run-a", run.headers[1].run_id]
+    # each record joins to its own run's header: environment and calibration of that run
+    assert [run.header_of(r).command for r in run.records] == ["attention", v1["command"]]
+    assert run.header_of(run.records[1]).environment == v1["environment"]
 
 
 def test_migrate_to_2_splits_provenance_and_renames_the_v1_ratio():
