@@ -1,62 +1,104 @@
-"""Display units, chosen in exactly one place. Stored values are always SI."""
+"""Display units, chosen in exactly one place. Stored values are always SI.
+
+Every helper rounds to the shown significant digits *before* it picks the unit, so 0.9996 s
+reads "1 s" (not "1e+03 ms") and 1023.9 KiB reads "1 MiB"; a value with a unit is never in
+scientific notation (above the largest unit it gets digit groups, below the smallest, zeros).
+None, NaN and infinity print as "-".
+"""
 
 from __future__ import annotations
 
 import math
 
+DIGITS = 3  # significant digits shown with a unit
 
-def _scaled(value: float, steps: list[tuple[float, str]], digits: int = 3) -> str:
-    for scale, unit in steps:
-        if abs(value) >= scale:
-            return f"{value / scale:.{digits}g} {unit}"
-    scale, unit = steps[-1]
-    return f"{value / scale:.{digits}g} {unit}"
+
+def _finite(x: float | None) -> bool:
+    return x is not None and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _round(x: float, digits: int) -> float:
+    """x rounded to `digits` significant digits."""
+    return float(f"{x:.{digits}g}")
+
+
+def plain(x: float, digits: int = DIGITS) -> str:
+    """x at `digits` significant digits in positional notation, trailing zeros dropped and digit
+    groups from 10,000 on: 0.000123, 1.5, 999, 12,300."""
+    r = _round(x, digits)
+    if r == 0:
+        return "0"
+    decimals = max(digits - 1 - math.floor(math.log10(abs(r))), 0)
+    text = f"{r:,.{decimals}f}" if abs(r) >= 1e4 else f"{r:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if decimals else text
+
+
+def _scaled(value: float | None, steps: list[tuple[float, str]], sep: str = " ") -> str:
+    """value in the largest unit of `steps` (largest first) where it rounds to at least 1."""
+    if not _finite(value):
+        return "-"
+    if value == 0:
+        return f"0{sep}{next(unit for scale, unit in steps if scale == 1)}"
+    scales = [scale for scale, _ in steps]
+    i = next((i for i, s in enumerate(scales) if abs(_round(value / s, DIGITS)) >= 1), len(steps) - 1)
+    if i and abs(_round(value / scales[i], DIGITS)) * scales[i] >= scales[i - 1]:
+        i -= 1  # a tie in binary floating point: 0.0009995 s rounds to 0.999 ms, but to 1000 µs
+    return f"{plain(value / scales[i])}{sep}{steps[i][1]}"
 
 
 def fmt_time(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
     return _scaled(seconds, [(1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")])
 
 
 def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    return _scaled(float(n), [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
+    return _scaled(n, [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
 
 
 def fmt_flops(flop_per_s: float | None) -> str:
-    if flop_per_s is None:
-        return "-"
     return _scaled(flop_per_s, [(1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"), (1, "FLOP/s")])
 
 
 def fmt_rate(per_s: float | None, unit: str) -> str:
-    if per_s is None:
-        return "-"
     return _scaled(per_s, [(1e9, f"G{unit}/s"), (1e6, f"M{unit}/s"), (1e3, f"k{unit}/s"), (1, f"{unit}/s")])
 
 
 def fmt_energy(joules: float | None) -> str:
-    if joules is None or not math.isfinite(joules):
-        return "-"
     return _scaled(joules, [(1e3, "kJ"), (1.0, "J"), (1e-3, "mJ"), (1e-6, "µJ")])
 
 
+def fmt_kwh(kwh: float | None) -> str:
+    """Energy given in kWh: '12.3 MWh', '450 kWh', '3 Wh'."""
+    return _scaled(kwh, [(1e9, "TWh"), (1e6, "GWh"), (1e3, "MWh"), (1.0, "kWh"), (1e-3, "Wh")])
+
+
+def fmt_hours(hours: float | None) -> str:
+    """A duration in hours at 4 significant digits, with days or years once it is long:
+    '375,100 h (42.8 years)', '72 h (3 days)', '0.25 h'."""
+    if not _finite(hours):
+        return "-"
+    text = f"{plain(hours, 4)} h"
+    if abs(hours) >= 24 * 365:
+        return f"{text} ({plain(hours / 24 / 365)} years)"
+    if abs(hours) >= 48:
+        return f"{text} ({plain(hours / 24)} days)"
+    return text
+
+
 def fmt_pct(x: float | None) -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}%"
+    return f"{100 * x:.1f}%" if _finite(x) else "-"
 
 
 def fmt_exponent(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+    return f"{x:.2f}" if _finite(x) else "-"
 
 
-def fmt_size(n: float) -> str:
-    """A swept value (seq_len, params): plain integer, or with K/M/B above 10k."""
-    if isinstance(n, float) and not n.is_integer():
-        return f"{n:g}"
-    n = int(n)
-    return str(n) if n < 10_000 else _scaled(n, [(1e9, "B"), (1e6, "M"), (1e3, "K")]).replace(" ", "")
+def fmt_size(n: float | None) -> str:
+    """A swept value (seq_len, params): plain below 10,000, else with K/M/B/T: 4096, 125M, 1T."""
+    if not _finite(n):
+        return "-"
+    if abs(n) >= 10_000:
+        return _scaled(n, [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")], sep="")
+    return str(int(n)) if float(n).is_integer() else plain(n, 6)
 
 
 def fmt_time_ci(seconds: float, ci_rel: float, ci_level: float = 0.95) -> str:
@@ -67,8 +109,8 @@ def fmt_time_ci(seconds: float, ci_rel: float, ci_level: float = 0.95) -> str:
 
 
 def sci(x: float | None) -> str:
-    """A large count in short scientific notation: 2.028e20."""
-    if x is None:
+    """A large dimensionless count (tokens, FLOPs) in short scientific notation: 2.028e20."""
+    if not _finite(x):
         return "-"
     mantissa, _, exp = f"{x:.4g}".partition("e")
     return f"{mantissa}e{int(exp)}" if exp else mantissa
