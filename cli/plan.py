@@ -33,16 +33,26 @@ def latest_model_run(root: Path = Path("runs")) -> Path | None:
 
 
 def plan(
-    params: str = typer.Option(..., "--params", help="Model size N: 1.3B, 350M, 124e6."),
+    params: str = typer.Option(..., "--params", help="Model size N (without position embedding): 1.3B, 350M, 1T."),
     tokens_per_param: float = typer.Option(
         20.0, "--tokens-per-param", min=1e-9, help="Training tokens per parameter (Chinchilla: 20)."
+    ),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=1, help="Training context T of the target [default: 2048, GPT-3's]."
+    ),
+    layers: int | None = typer.Option(
+        None, "--layers", min=1, help="Layers L of the target; with --d-model [default: the GPT-3 row nearest N]."
+    ),
+    d_model: int | None = typer.Option(None, "--d-model", min=1, help="Width d of the target; with --layers."),
+    flop_convention: str = typer.Option(
+        "full", "--flop-convention", help="Attention FLOPs: full (PaLM, nanoGPT) or causal (halved)."
     ),
     tokens_per_s: float | None = typer.Option(
         None, "--tokens-per-s", min=1e-9, help="Training throughput of one device, tokens/s."
     ),
     results: Path | None = typer.Option(
         None, "--results",
-        help="Results file (or run folder) of `xfbench model`: measured train tokens/s [default: the newest "
+        help="Results file (or run folder) of `xfbench model`: measured train FLOP/s [default: the newest "
         "runs/*-model folder here, when no other throughput is given].",
     ),
     mfu: float | None = typer.Option(None, "--mfu", min=1e-9, max=1.0, help="Assumed MFU (0..1); needs --peak-tflops."),
@@ -52,6 +62,7 @@ def plan(
     """Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."""
     from ..reports import planner
     from ..reports.errors import BadInput
+    from ..reports.model_flops import CONVENTIONS
     from ..reports.model_report import plan_table
     from ..reports.terminal import print_table
     from .console import make_console
@@ -62,6 +73,12 @@ def plan(
         raise BadInput(f"give one throughput source, not {' and '.join(given)}")
     if (mfu is None) != (peak_tflops is None):
         raise BadInput("--mfu and --peak-tflops go together")
+    if flop_convention not in CONVENTIONS:
+        raise BadInput(f"--flop-convention: give one of {', '.join(CONVENTIONS)}")
+    try:
+        shape = planner.target_shape(n, seq_len, layers, d_model, flop_convention)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     auto = not given and latest_model_run() is not None
     if auto:
         results = latest_model_run()
@@ -73,13 +90,13 @@ def plan(
         from ..reports.store import load_results
 
         try:
-            throughput = planner.from_results(n, load_results(results).records)
+            throughput = planner.from_results(n, shape, load_results(results).records)
             console.print(f"throughput measured in {results}" + (" (newest model run)" if auto else ""), markup=False)
         except ValueError as e:
             if not auto:
                 raise BadInput(f"--results {results}: {e}") from None
     elif mfu is not None:
-        throughput = planner.from_mfu(n, mfu, peak_tflops * 1e12)
-    estimate = planner.make_plan(n, tokens_per_param, throughput, devices)
+        throughput = planner.from_mfu(n, shape, mfu, peak_tflops * 1e12)
+    estimate = planner.make_plan(n, tokens_per_param, throughput, devices, shape)
     print_table(plan_table(estimate), console)
     return ExitStatus.OK

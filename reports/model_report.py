@@ -22,6 +22,8 @@ from .units import (
     fmt_energy,
     fmt_exponent,
     fmt_flops,
+    fmt_hours,
+    fmt_kwh,
     fmt_pct,
     fmt_rate,
     fmt_size,
@@ -36,6 +38,13 @@ MFU_NOTE = (
     "'spec' against the device's spec sheet; '-' where the record has no such metric"
 )
 WORKLOAD = "model"
+# The FLOP cross-check's ratio, under the name each schema gave it: counted / work FLOPs (v2),
+# counted / convention FLOPs (a v1 file, migrated), counted / analytic (written before the split).
+COUNTED_RATIOS = (
+    ("flops_counted_over_work", "counted/work"),
+    ("flops_counted_over_convention", "counted/convention"),
+    ("flops_counted_over_analytic", "counted/analytic"),
+)
 
 
 def _model_records(records: list[Record]) -> list[Record]:
@@ -67,9 +76,10 @@ def _residual(r: Record) -> tuple[Cell, Cell]:
 
 def _notes_cell(r: Record) -> Cell:
     parts, style = [], None
-    counted = _num(r.metrics.get("flops_counted_over_analytic"))
-    if counted is not None:
-        parts.append(f"counted/analytic {counted:.2f}")
+    for key, name in COUNTED_RATIOS:
+        counted = _num(r.metrics.get(key))
+        if counted is not None:
+            parts.append(f"{name} {counted:.2f}")
     j_per_token = _num(r.metrics.get("j_per_token"))
     if j_per_token is not None:
         parts.append(f"{fmt_energy(j_per_token)}/token")
@@ -170,7 +180,8 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
 
 
 def scaling_table(records: list[Record]) -> Table | None:
-    """Fitted exponents k of tokens/s ~ N^k and peak memory ~ N^k per (mode, variant).
+    """Fitted exponents k of tokens/s ~ N^k and of the in-step peak memory ~ N^k, measured and
+    analytic side by side (like with like), per (mode, variant).
 
     The series and the fit are reports.scaling's; unlike its larger-half fit, every model
     that ran counts (a sweep has a handful of models, not a dozen sizes).
@@ -180,7 +191,7 @@ def scaling_table(records: list[Record]) -> Table | None:
         ok = sorted(ran(recs), key=lambda r: r.size)
         k_tps = exponent([(float(r.size), _num(r.metrics.get("tokens_per_s"))) for r in ok])
         k_mem = exponent([(float(r.size), _num(r.memory.peak_bytes)) for r in ok if r.memory is not None])
-        k_ana = exponent([(float(r.size), _num(r.info.get("mem_analytic_bytes"))) for r in ok])
+        k_ana = exponent([(float(r.size), _num(r.info.get("mem_analytic_step_bytes"))) for r in ok])
         presets = ", ".join(str(r.params.get("preset")) for r in ok) or "none"
         failed = ", ".join(f"{r.params.get('preset')}: {r.status}" for r in recs if r.status in FAILED)
         rows.append([
@@ -191,12 +202,15 @@ def scaling_table(records: list[Record]) -> Table | None:
         return None
     return Table(
         "scaling across model sizes: y ~ params^k (least squares in log-log over the models that ran)",
-        ["table", "variant", "tokens/s k", "peak mem k", "analytic total mem k", "models fitted", "failed"],
+        ["table", "variant", "tokens/s k", "measured in-step peak k", "analytic in-step peak k", "models fitted",
+         "failed"],
         rows,
         [
             *synthetic_notes(records),
             "FLOPs per token grow as N, so a compute-bound step gives tokens/s k ≈ -1 (closer to 0 when "
             "small models are overhead-bound); training memory (16 B/param + activations) grows with k ≤ 1",
+            "in-step peak: memory above what is in use before a step (measured: record.memory.peak_bytes; "
+            "analytic: info['mem_analytic_step_bytes'], the estimate of that same peak)",
         ],
     )
 
@@ -245,39 +259,52 @@ def compute_optimal_table(plans: list[tuple[str, Any]]) -> Table | None:
         tp = p.throughput
         rows.append([
             Cell(name), Cell(fmt_size(p.n_params)), Cell(sci(p.tokens)), Cell(sci(p.flops)),
-            Cell(fmt_rate(tp.tokens_per_s if tp else None, "tok")), Cell(_hours(p.device_hours)),
-            Cell(sci(p.kwh)),
+            Cell(fmt_rate(tp.tokens_per_s if tp else None, "tok")), Cell(fmt_hours(p.device_hours)),
+            Cell(fmt_kwh(p.kwh)),
         ])
     return Table(
         "compute-optimal training at the measured rate (extrapolation)",
-        ["model", "params N", "tokens D", "FLOPs 6ND", "tokens/s (1 device)", "device-hours", "energy kWh"],
+        ["model", "params N", "tokens D", "FLOPs 6ND", "tokens/s (1 device)", "device-hours", "energy"],
         rows,
         [
-            "D = 20·N (Hoffmann et al. 2022, Chinchilla); C = 6·N·D (Kaplan et al. 2020); device-hours = D / "
-            "measured train tokens/s / 3600 at this run's B, T and dtype; kWh from metrics['j_per_token'] when "
-            "measured ('-' otherwise). Extrapolations: real runs differ in batch, precision and parallelism.",
+            "N = params without the position embedding (the N of the FLOP formulas); D = 20·N (Hoffmann et al. "
+            "2022, Chinchilla); C = 6·N·D (Kaplan et al. 2020); device-hours = D / measured train tokens/s / 3600 "
+            "at this run's B, T and dtype; energy from metrics['j_per_token'] when measured ('-' otherwise). "
+            "Extrapolations: real runs differ in batch, precision and parallelism.",
         ],
     )
 
 
 def plan_table(plan: Any) -> Table:
-    """The `xfbench plan` output: one row per quantity with its value and its source."""
-    tp = plan.throughput
+    """The `xfbench plan` output: one row per quantity with its value and its source.
+
+    Args:
+        plan: a reports.planner.Plan.
+    """
+    tp, shape = plan.throughput, plan.shape
     rows = [
-        ["parameters N", fmt_size(plan.n_params), "given (--params)"],
+        ["parameters N", fmt_size(plan.n_params), "given (--params); without the position embedding"],
+        ["shape", shape.text(), shape.source],
         [f"training tokens D = {plan.tokens_per_param:g}·N", sci(plan.tokens), plan.sources[0]],
         ["training FLOPs C = 6·N·D", sci(plan.flops), plan.sources[1]],
+        [
+            "with attention (6N + 12·L·d·T)·D", sci(plan.flops_with_attention),
+            f"PaLM App. B at T = {shape.seq_len}, {shape.convention} attention"
+            + (" (the attention term halved)" if shape.convention == "causal" else "")
+            + ": the FLOPs of xfbench model's MFU",
+        ],
     ]
     if tp is not None:
         rows += [
             ["throughput (tokens/s, 1 device)", fmt_rate(tp.tokens_per_s, "tok"), tp.source],
-            ["achieved FLOP/s (6N per token)", fmt_flops(6.0 * plan.n_params * tp.tokens_per_s), "derived"],
-            ["device-hours", _hours(plan.device_hours), "D / tokens/s / 3600 (extrapolation)"],
+            ["achieved FLOP/s (6N + 12·L·d·T per token)", fmt_flops(plan.flops_per_token * tp.tokens_per_s),
+             "tokens/s x FLOPs per token"],
+            ["device-hours", fmt_hours(plan.device_hours), "D / tokens/s / 3600 (extrapolation)"],
             [
-                f"wall-clock on {plan.devices} device(s)", _hours(plan.wall_hours),
+                f"wall-clock on {plan.devices} device(s)", fmt_hours(plan.wall_hours),
                 "device-hours / devices (perfect scaling assumed)",
             ],
-            ["energy (kWh)", sci(plan.kwh),
+            ["energy", fmt_kwh(plan.kwh),
              tp.energy_source or "no energy per token measured (metrics['j_per_token'] absent)"],
         ]
     else:
@@ -288,16 +315,6 @@ def plan_table(plan: Any) -> Table:
         [[Cell(a), Cell(b), Cell(c, "dim")] for a, b, c in rows],
         ["every time and energy figure is an extrapolation from the stated source, not a measurement"],
     )
-
-
-def _hours(h: float | None) -> str:
-    if h is None:
-        return "-"
-    if h >= 24 * 365:
-        return f"{sci(h)} h ({h / 24 / 365:.3g} years)"
-    if h >= 48:
-        return f"{sci(h)} h ({h / 24:.3g} days)"
-    return f"{sci(h)} h"
 
 
 def model_tables(run: RunResult, plans: list[tuple[str, Any]] | None = None) -> list[Table]:

@@ -1,16 +1,21 @@
-"""Compute-optimal training estimates: pure math from a parameter count and a throughput.
+"""Compute-optimal training estimates: pure math from a parameter count, a shape and a throughput.
 
   * Tokens: Chinchilla, D = 20·N (Hoffmann et al. 2022: compute-optimal models see about
     20 tokens per parameter; their Table 3 fits give 20.2 at 1B and similar ratios above).
   * Training FLOPs: C = 6·N·D (Kaplan et al. 2020, sec. 2.1: 2N forward + 4N backward per
-    token; the attention term is left out, as in both papers).
+    token; the attention term is left out, as in both papers), and beside it the FLOPs that
+    `xfbench model` counts, (6N + 12·L·d·T)·D (reports.model_flops.train_flops_per_token), at
+    the target's shape: its layers L, width d and training context T.
   * Time: device-hours = D / (tokens/s of one device) / 3600; wall-clock hours divide that
-    by the device count, assuming perfect scaling.
+    by the device count, assuming perfect scaling. Tokens/s of the target = achieved FLOP/s /
+    FLOPs per token of the target (attention included), so a measured rate carries over to
+    another size and context only through its FLOP/s.
   * Energy: kWh = D · (J per token) / 3.6e6, when an energy per token is known.
 
-Throughput comes from a measurement (a results file of `xfbench model`) or from a stated
-MFU and peak; every number says where it came from and that it is an extrapolation.
-Import-light (no torch): the CLI and reports use it directly.
+N is every parameter but the position embedding (the N of the FLOP formulas, a record's
+info['n_flop_params']). Throughput comes from a measurement (a results file of `xfbench
+model`), from a stated MFU and peak, or is given; every number says where it came from and
+that it is an extrapolation. Import-light (no torch): the CLI and reports use it directly.
 """
 
 from __future__ import annotations
@@ -18,27 +23,83 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from .model_flops import train_flops_per_token
 from .schema import Record
+from .units import fmt_flops, sci
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 CHINCHILLA_SOURCE = "Hoffmann et al. 2022 (Chinchilla): D = 20·N"
-FLOPS_SOURCE = "Kaplan et al. 2020: C = 6·N·D"
+FLOPS_SOURCE = "Kaplan et al. 2020: C = 6·N·D (attention left out)"
 JOULES_PER_KWH = 3.6e6
 
+# Brown et al. 2020 (GPT-3), Table 2.1: (name, N, n_layers, d_model); every row trains at
+# n_ctx = 2048. The shape a target takes when none is given: the row nearest N in log N.
+GPT3_SHAPES = [
+    ("125M", 125e6, 12, 768),
+    ("350M", 350e6, 24, 1024),
+    ("760M", 760e6, 24, 1536),
+    ("1.3B", 1.3e9, 24, 2048),
+    ("2.7B", 2.7e9, 32, 2560),
+    ("6.7B", 6.7e9, 32, 4096),
+    ("13B", 13e9, 40, 5140),
+    ("175B", 175e9, 96, 12288),
+]
+GPT3_CONTEXT = 2048
 
-def chinchilla_tokens(n_params: float, tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM) -> float:
-    """Compute-optimal training tokens D = tokens_per_param · N."""
-    return tokens_per_param * n_params
+
+@dataclass(frozen=True)
+class Shape:
+    """What sets a model's attention FLOPs besides N.
+
+    Args:
+        n_layer: L.
+        d_model: d.
+        seq_len: training context T.
+        convention: attention FLOP convention ('full' as `xfbench model` by default, or 'causal').
+        source: why this shape (given, or which default).
+    """
+
+    n_layer: int
+    d_model: int
+    seq_len: int
+    convention: str = "full"
+    source: str = "given"
+
+    def flops_per_token(self, n_params: float) -> float:
+        """Training FLOPs per token, 6N + 12·L·d·T: the FLOPs of `xfbench model`'s MFU."""
+        return train_flops_per_token(n_params, self.n_layer, self.d_model, self.seq_len, self.convention)
+
+    def text(self) -> str:
+        return f"L = {self.n_layer}, d = {self.d_model}, T = {self.seq_len}, {self.convention} attention"
 
 
-def training_flops(n_params: float, tokens: float) -> float:
-    """C = 6·N·D."""
-    return 6.0 * n_params * tokens
+def target_shape(
+    n_params: float,
+    seq_len: int | None = None,
+    n_layer: int | None = None,
+    d_model: int | None = None,
+    convention: str = "full",
+) -> Shape:
+    """The given shape, with GPT-3's where a part is not given: L and d of the Table 2.1 row
+    nearest N, T = 2048 (its context). ValueError when only one of n_layer, d_model is given."""
+    if (n_layer is None) != (d_model is None):
+        raise ValueError("--layers and --d-model go together")
+    if n_layer is None:
+        name, _, n_layer, d_model = min(GPT3_SHAPES, key=lambda row: abs(math.log(row[1] / n_params)))
+        why = [f"L, d of GPT-3 {name}, the row of Brown et al. 2020 Table 2.1 nearest N (--layers, --d-model)"]
+    else:
+        why = ["L, d given"]
+    if seq_len is None:
+        seq_len = GPT3_CONTEXT
+        why.append(f"T = {GPT3_CONTEXT}, GPT-3's context (--seq-len)")
+    else:
+        why.append("T given")
+    return Shape(n_layer, d_model, seq_len, convention, "; ".join(why))
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """Training tokens/s of one device for a model of n_params, and where it came from.
+    """Training tokens/s of one device for the target model, and where it came from.
 
     Args:
         tokens_per_s: per device.
@@ -57,69 +118,103 @@ def from_tokens_per_s(tokens_per_s: float) -> Throughput:
     return Throughput(tokens_per_s, "given (--tokens-per-s), per device")
 
 
-def from_mfu(n_params: float, mfu: float, peak_flop_per_s: float) -> Throughput:
-    """tokens/s = MFU · peak / 6N (6N training FLOPs per token, attention term left out)."""
+def from_mfu(n_params: float, shape: Shape, mfu: float, peak_flop_per_s: float) -> Throughput:
+    """tokens/s = MFU · peak / (6N + 12·L·d·T): the FLOPs per token of `xfbench model`'s MFU."""
+    per_token = shape.flops_per_token(n_params)
     return Throughput(
-        mfu * peak_flop_per_s / (6.0 * n_params),
-        f"given MFU {mfu:g} x peak {peak_flop_per_s / 1e12:g} TFLOP/s / 6N FLOPs per token",
+        mfu * peak_flop_per_s / per_token,
+        f"given MFU {mfu:g} x peak {fmt_flops(peak_flop_per_s)} / {sci(per_token)} FLOPs per token",
     )
 
 
-def train_points(records: list[Record]) -> list[tuple[float, float, float | None, str]]:
-    """(params, best tokens/s, J/token of that record, preset) of each model that trained.
+@dataclass(frozen=True)
+class TrainPoint:
+    """One model that trained, in the planner's terms.
 
-    Only `xfbench model` train records that ran; the fastest variant of a preset counts.
+    Args:
+        n_params: N (info['n_flop_params']).
+        flop_per_s: achieved analytic FLOP/s (metrics['flop_per_s'], attention included), in the
+            planner's FLOP convention.
+        tokens_per_s: the measured tokens/s.
+        shape: the shape it trained at (in the planner's convention).
+        j_per_token: measured energy per token, if any.
+        preset: its name.
     """
-    best: dict[float, tuple[float, float, float | None, str]] = {}
+
+    n_params: float
+    flop_per_s: float
+    tokens_per_s: float
+    shape: Shape
+    j_per_token: float | None
+    preset: str
+
+
+def _positive(x: object) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and x > 0 else None
+
+
+def train_points(records: list[Record], convention: str = "full") -> list[TrainPoint]:
+    """The fastest (highest FLOP/s) variant of each model that trained, smallest first.
+
+    Only `xfbench model` train records that ran and carry N and FLOP/s. A record counted under
+    the other attention convention has its FLOP/s rescaled to `convention` (same tokens/s).
+    """
+    best: dict[float, TrainPoint] = {}
     for r in records:
         if r.workload != "model" or r.params.get("mode") != "train" or r.status != "ok":
             continue
-        tps = r.metrics.get("tokens_per_s")
-        if not isinstance(tps, int | float) or tps <= 0:
+        p = r.params
+        n, fps, tps, n_layer, d_model, seq_len = (_positive(x) for x in (
+            r.info.get("n_flop_params"), r.metrics.get("flop_per_s"), r.metrics.get("tokens_per_s"),
+            p.get("n_layer"), p.get("n_embd"), p.get("seq_len")))
+        if None in (n, fps, tps, n_layer, d_model, seq_len):
             continue
-        n = float(r.size)
-        jpt = r.metrics.get("j_per_token")
-        jpt = float(jpt) if isinstance(jpt, int | float) and jpt > 0 else None
-        if n not in best or tps > best[n][1]:
-            best[n] = (n, float(tps), jpt, str(r.params.get("preset", n)))
-    return sorted(best.values())
+        shape = Shape(int(n_layer), int(d_model), int(seq_len), convention, "measured")
+        own = r.info.get("flop_convention_name", "full")
+        if own != convention:
+            fps *= shape.flops_per_token(n) / Shape(shape.n_layer, shape.d_model, shape.seq_len, own).flops_per_token(n)
+        point = TrainPoint(n, fps, tps, shape, _positive(r.metrics.get("j_per_token")), str(p.get("preset", n)))
+        if n not in best or fps > best[n].flop_per_s:
+            best[n] = point
+    return sorted(best.values(), key=lambda pt: pt.n_params)
 
 
-def from_results(n_params: float, records: list[Record]) -> Throughput:
-    """Tokens/s for n_params from measured train records.
-
-    The interpolated quantity is tokens/s · N, proportional to the achieved FLOP/s (6N
-    FLOPs per token). Between two measured sizes it is interpolated linearly in log-log;
-    outside them it is held at the nearest measured size's value (constant achieved FLOP/s,
-    i.e. constant MFU). Energy per token, when measured, is scaled by N / N_measured from the
-    nearest size that has it (constant energy per FLOP). ValueError when no train record ran.
-    """
-    pts = train_points(records)
-    if not pts:
-        raise ValueError("the results file has no `xfbench model` train record that ran")
-    logn = math.log(n_params)
-    below = [p for p in pts if p[0] <= n_params]
-    above = [p for p in pts if p[0] >= n_params]
-    if below and above and below[-1][0] == above[0][0]:
-        lo = below[-1]
-        tps, source = lo[1], f"measured at {lo[3]} (train, fastest variant)"
-    elif below and above:
+def achieved_flop_per_s(n_params: float, points: list[TrainPoint]) -> tuple[float, str]:
+    """Achieved FLOP/s at N and how it was obtained: measured, interpolated between the two
+    nearest measured sizes (linear in log FLOP/s vs log N), or held at the nearest measured
+    size outside them (constant achieved FLOP/s)."""
+    below = [p for p in points if p.n_params <= n_params]
+    above = [p for p in points if p.n_params >= n_params]
+    if below and above and below[-1] is above[0]:
+        return below[-1].flop_per_s, f"measured at {below[-1].preset} (train, fastest variant)"
+    if below and above:
         lo, hi = below[-1], above[0]
-        w = (logn - math.log(lo[0])) / (math.log(hi[0]) - math.log(lo[0]))
-        log_flops = (1 - w) * math.log(lo[1] * lo[0]) + w * math.log(hi[1] * hi[0])
-        tps = math.exp(log_flops) / n_params
-        source = f"interpolated between {lo[3]} and {hi[3]} (tokens/s·N linear in log-log)"
-    else:
-        near = below[-1] if below else above[0]
-        tps = near[1] * near[0] / n_params
-        source = f"extrapolated from {near[3]}: tokens/s·N held constant (constant achieved FLOP/s)"
-    energy = [p for p in pts if p[2] is not None]
-    jpt = esrc = None
-    if energy:
-        ref = min(energy, key=lambda p: abs(math.log(p[0]) - logn))
-        jpt = ref[2] * n_params / ref[0]
-        esrc = f"measured J/token at {ref[3]} x N/N_{ref[3]} (constant energy per FLOP)"
-    return Throughput(tps, source, jpt, esrc)
+        w = math.log(n_params / lo.n_params) / math.log(hi.n_params / lo.n_params)
+        fps = math.exp((1 - w) * math.log(lo.flop_per_s) + w * math.log(hi.flop_per_s))
+        return fps, f"interpolated between {lo.preset} and {hi.preset} (linear in log-log)"
+    near = below[-1] if below else above[0]
+    return near.flop_per_s, f"extrapolated from {near.preset}: constant achieved FLOP/s"
+
+
+def from_results(n_params: float, shape: Shape, records: list[Record]) -> Throughput:
+    """Tokens/s of the target (N, shape) from measured train records: achieved FLOP/s at N
+    (achieved_flop_per_s) / the target's FLOPs per token. Energy per token, when measured, is
+    the nearest measured size's energy per FLOP x the target's FLOPs per token (constant
+    energy per FLOP). ValueError when no train record ran."""
+    points = train_points(records, shape.convention)
+    if not points:
+        raise ValueError("the results file has no `xfbench model` train record that ran")
+    fps, how = achieved_flop_per_s(n_params, points)
+    per_token = shape.flops_per_token(n_params)
+    source = f"{fmt_flops(fps)} achieved, {how}, / {sci(per_token)} FLOPs per token"
+    energy = [p for p in points if p.j_per_token is not None]
+    if not energy:
+        return Throughput(fps / per_token, source)
+    ref = min(energy, key=lambda p: abs(math.log(p.n_params / n_params)))
+    return Throughput(
+        fps / per_token, source, ref.j_per_token * per_token / ref.shape.flops_per_token(ref.n_params),
+        f"measured J/token at {ref.preset} x FLOPs per token (target / {ref.preset}): constant energy per FLOP",
+    )
 
 
 @dataclass
@@ -131,17 +226,30 @@ class Plan:
         tokens_per_param: D / N.
         tokens: D.
         flops: C = 6·N·D.
+        shape: the target's shape, which sets the FLOPs with attention.
         throughput: tokens/s per device and its source.
         devices: devices training in parallel (perfect scaling assumed).
+        sources: where D and C come from.
     """
 
     n_params: float
     tokens_per_param: float
     tokens: float
     flops: float
+    shape: Shape
     throughput: Throughput | None = None
     devices: int = 1
     sources: list[str] = field(default_factory=list)
+
+    @property
+    def flops_per_token(self) -> float:
+        """6N + 12·L·d·T at the plan's shape."""
+        return self.shape.flops_per_token(self.n_params)
+
+    @property
+    def flops_with_attention(self) -> float:
+        """(6N + 12·L·d·T)·D."""
+        return self.flops_per_token * self.tokens
 
     @property
     def device_hours(self) -> float | None:
@@ -166,21 +274,27 @@ def make_plan(
     tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM,
     throughput: Throughput | None = None,
     devices: int = 1,
+    shape: Shape | None = None,
 ) -> Plan:
+    """The plan for N; shape defaults to target_shape(N) (GPT-3's nearest row, T = 2048)."""
     if n_params <= 0 or tokens_per_param <= 0 or devices < 1:
         raise ValueError("parameters and tokens per parameter must be positive, devices at least 1")
-    d = chinchilla_tokens(n_params, tokens_per_param)
+    d = tokens_per_param * n_params
     given = f"D = {tokens_per_param:g}·N (given --tokens-per-param)"
     src = CHINCHILLA_SOURCE if tokens_per_param == CHINCHILLA_TOKENS_PER_PARAM else given
-    return Plan(n_params, tokens_per_param, d, training_flops(n_params, d), throughput, devices, [src, FLOPS_SOURCE])
+    return Plan(
+        n_params, tokens_per_param, d, 6.0 * n_params * d, shape or target_shape(n_params), throughput, devices,
+        [src, FLOPS_SOURCE],
+    )
 
 
 def preset_plans(
     records: list[Record], tokens_per_param: float = CHINCHILLA_TOKENS_PER_PARAM
 ) -> list[tuple[str, Plan]]:
-    """For each model that trained: its compute-optimal plan at its own measured rate."""
+    """For each model that trained: its compute-optimal plan at its own measured rate and shape."""
     out = []
-    for n, tps, jpt, preset in train_points(records):
-        tp = Throughput(tps, f"measured at {preset}", jpt, f"measured at {preset}" if jpt else None)
-        out.append((preset, make_plan(n, tokens_per_param, tp)))
+    for p in train_points(records):
+        measured = f"measured at {p.preset}"
+        tp = Throughput(p.tokens_per_s, measured, p.j_per_token, measured if p.j_per_token else None)
+        out.append((p.preset, make_plan(p.n_params, tokens_per_param, tp, shape=p.shape)))
     return out

@@ -9,6 +9,7 @@ from xfbench.cli.main import app
 from xfbench.cli.plan import parse_count
 from xfbench.reports import planner
 from xfbench.reports.errors import BadInput
+from xfbench.reports.model_flops import train_flops_per_token
 from xfbench.reports.model_report import compute_optimal_table, plan_table
 from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
@@ -24,6 +25,9 @@ def test_chinchilla_1_3b():
     assert p.flops == pytest.approx(2.028e20, rel=1e-12)
     assert p.sources[0].startswith("Hoffmann et al. 2022") and "6·N·D" in p.sources[1]
     assert p.device_hours is None and p.kwh is None
+    # Default shape: GPT-3 XL (24 x 2048) at T = 2048; 6N + 12·L·d·T = 7.8e9 + 1,207,959,552 FLOPs per token.
+    assert (p.shape.n_layer, p.shape.d_model, p.shape.seq_len, p.shape.convention) == (24, 2048, 2048, "full")
+    assert p.flops_per_token == 9_007_959_552 and p.flops_with_attention == pytest.approx(9_007_959_552 * 26e9)
 
 
 def test_tokens_per_param_and_devices():
@@ -35,65 +39,117 @@ def test_tokens_per_param_and_devices():
         planner.make_plan(0)
 
 
-def test_throughput_from_mfu():
-    tp = planner.from_mfu(1e9, 0.5, 1e15)
-    assert tp.tokens_per_s == pytest.approx(0.5e15 / 6e9)
-    assert "MFU 0.5" in tp.source
+@pytest.mark.parametrize(
+    "n, row, layers, d_model",
+    [(1e6, "125M", 12, 768), (500e6, "350M", 24, 1024), (1.3e9, "1.3B", 24, 2048), (20e9, "13B", 40, 5140),
+     (1e12, "175B", 96, 12288)],
+)
+def test_default_shape_is_the_nearest_gpt3_row(n, row, layers, d_model):
+    shape = planner.target_shape(n)
+    assert (shape.n_layer, shape.d_model, shape.seq_len) == (layers, d_model, 2048)
+    assert f"GPT-3 {row}" in shape.source and "Table 2.1" in shape.source and "T = 2048" in shape.source
 
 
-def _rec(preset, n, tps, mode="train", status="ok", jpt=None, variant="eager"):
-    metrics = {"tokens_per_s": tps}
+def test_given_shape_and_its_checks():
+    shape = planner.target_shape(1e9, seq_len=4096, n_layer=10, d_model=3000, convention="causal")
+    assert (shape.n_layer, shape.d_model, shape.seq_len, shape.convention) == (10, 3000, 4096, "causal")
+    assert shape.flops_per_token(1e9) == 6e9 + 6 * 10 * 3000 * 4096  # 12·L·d·T halved
+    with pytest.raises(ValueError, match="--layers and --d-model go together"):
+        planner.target_shape(1e9, n_layer=10)
+
+
+def test_throughput_from_mfu_uses_the_flops_per_token_of_model_mfu():
+    shape = planner.target_shape(1.3e9)
+    tp = planner.from_mfu(1.3e9, shape, 0.5, 1e15)
+    assert tp.tokens_per_s == pytest.approx(0.5e15 / 9_007_959_552, rel=1e-12)  # 6N alone: 0.5e15 / 7.8e9
+    # `xfbench model` reports MFU = train_flops_per_token x tokens/s / peak: the same 0.5 back.
+    assert tp.tokens_per_s * train_flops_per_token(1.3e9, 24, 2048, 2048, "full") / 1e15 == pytest.approx(0.5)
+    assert "MFU 0.5" in tp.source and "1000 TFLOP/s" in tp.source
+
+
+def _rec(preset, n, n_layer, d_model, tps, mode="train", status="ok", jpt=None, variant="eager", conv="full",
+         seq_len=1024):
+    """A model record as `xfbench model` writes it: size includes the position table, N does not."""
+    per_token = train_flops_per_token(n, n_layer, d_model, seq_len, conv)
+    metrics = {"tokens_per_s": tps, "flop_per_s": per_token * tps}
     if jpt is not None:
         metrics["j_per_token"] = jpt
     return Record(
-        case_id=f"{preset}-{mode}-{variant}", workload="model", label=f"model {mode}", variant=variant, size=n,
-        size_name="params", params={"preset": preset, "mode": mode}, device="cpu", status=status, metrics=metrics,
+        case_id=f"{preset}-{mode}-{variant}", workload="model", label=f"model {mode}", variant=variant,
+        size=n + seq_len * d_model, size_name="params", device="cpu", status=status, metrics=metrics,
+        params={"preset": preset, "mode": mode, "n_layer": n_layer, "n_embd": d_model, "seq_len": seq_len},
+        info={"n_flop_params": n, "flop_convention_name": conv},
     )
 
 
+# FLOPs per token, 6N + 12·L·d·T at T = 1024: attention is about half of them at 1M and a third at 10M.
+FPT_1M = 6e6 + 12 * 4 * 128 * 1024  # 12,291,456
+FPT_10M = 6e7 + 12 * 8 * 256 * 1024  # 85,165,824
 RECORDS = [
-    _rec("1M", 1e6, 20_000.0),
-    _rec("1M", 1e6, 25_000.0, variant="compile"),  # the fastest variant counts
-    _rec("10M", 1e7, 3_000.0, jpt=0.5),
-    _rec("25M", 2.5e7, 900.0, status="oom"),  # did not run
-    _rec("10M", 1e7, 9e9, mode="prefill"),  # not training
+    _rec("1M", 1e6, 4, 128, 20_000.0),
+    _rec("1M", 1e6, 4, 128, 25_000.0, variant="compile"),  # the fastest variant counts
+    _rec("10M", 1e7, 8, 256, 4_000.0, jpt=0.5),
+    _rec("25M", 2.5e7, 8, 512, 900.0, status="oom"),  # did not run
+    _rec("10M", 1e7, 8, 256, 9e9, mode="prefill"),  # not training
 ]
+TARGET = planner.Shape(12, 768, 1024)  # a 100M model at T = 1024: 6e8 + 12·12·768·1024 = 713,246,208 FLOPs/token
+FPT_TARGET = 713_246_208
 
 
-def test_train_points_take_the_fastest_variant_of_each_model_that_trained():
-    assert planner.train_points(RECORDS) == [(1e6, 25_000.0, None, "1M"), (1e7, 3_000.0, 0.5, "10M")]
+def test_train_points_take_n_without_position_table_and_the_fastest_variant():
+    pts = planner.train_points(RECORDS)
+    assert [(p.preset, p.n_params, p.tokens_per_s, p.j_per_token) for p in pts] == [
+        ("1M", 1e6, 25_000.0, None), ("10M", 1e7, 4_000.0, 0.5)]
+    assert pts[0].flop_per_s == 25_000.0 * FPT_1M and pts[1].flop_per_s == 4_000.0 * FPT_10M
+    assert (pts[1].shape.n_layer, pts[1].shape.d_model, pts[1].shape.seq_len) == (8, 256, 1024)
+
+
+def test_a_causal_record_is_rescaled_to_the_planners_convention():
+    (pt,) = planner.train_points([_rec("1M", 1e6, 4, 128, 1_000.0, conv="causal")])
+    assert pt.flop_per_s == pytest.approx(1_000.0 * FPT_1M, rel=1e-12)  # same tokens/s, full attention FLOPs
+    (pt,) = planner.train_points([_rec("1M", 1e6, 4, 128, 1_000.0, conv="causal")], convention="causal")
+    assert pt.flop_per_s == 1_000.0 * (6e6 + 6 * 4 * 128 * 1024)
 
 
 def test_from_results_measured_interpolated_and_extrapolated():
-    exact = planner.from_results(1e7, RECORDS)
-    assert exact.tokens_per_s == 3_000.0 and "measured at 10M" in exact.source
-    # Halfway in log N between 1M and 10M: geometric mean of tokens/s·N, divided by N.
-    n = math.sqrt(1e6 * 1e7)
-    mid = planner.from_results(n, RECORDS)
-    assert mid.tokens_per_s == pytest.approx(math.sqrt(25_000.0 * 1e6 * 3_000.0 * 1e7) / n)
+    # At a measured N (info's, not the record's size) and shape: its own tokens/s.
+    exact = planner.from_results(1e7, planner.Shape(8, 256, 1024), RECORDS)
+    assert exact.tokens_per_s == pytest.approx(4_000.0, rel=1e-12) and "measured at 10M" in exact.source
+    # Halfway in log N between 1M and 10M: geometric mean of the achieved FLOP/s over the target's FLOPs per token.
+    n, shape = math.sqrt(1e6 * 1e7), planner.Shape(6, 192, 1024)
+    mid = planner.from_results(n, shape, RECORDS)
+    fps = math.sqrt(25_000.0 * FPT_1M * 4_000.0 * FPT_10M)
+    assert mid.tokens_per_s == pytest.approx(fps / (6 * n + 12 * 6 * 192 * 1024), rel=1e-12)
     assert "interpolated between 1M and 10M" in mid.source
-    # Beyond the largest: constant tokens/s·N (constant achieved FLOP/s).
-    far = planner.from_results(1.3e9, RECORDS)
-    assert far.tokens_per_s == pytest.approx(3_000.0 * 1e7 / 1.3e9)
-    assert "extrapolated from 10M" in far.source
-    # Energy per token scales with N from the nearest model that measured it.
-    assert far.j_per_token == pytest.approx(0.5 * 1.3e9 / 1e7)
-    p = planner.make_plan(1.3e9, throughput=far)
-    assert p.kwh == pytest.approx(26e9 * far.j_per_token / 3.6e6)
+
+
+def test_extrapolation_holds_achieved_flops_including_attention():
+    # Beyond the largest: the achieved FLOP/s of 10M (attention included) over the target's 6N + 12·L·d·T.
+    # Holding tokens/s x size constant (the old rule) gives 4000 x 10,262,144 / 1e8 = 410 tokens/s instead.
+    far = planner.from_results(1e8, TARGET, RECORDS)
+    assert far.tokens_per_s == pytest.approx(4_000.0 * FPT_10M / FPT_TARGET, rel=1e-12)  # 477.6
+    assert "extrapolated from 10M: constant achieved FLOP/s" in far.source
+    # Energy per token: 10M's energy per FLOP x the target's FLOPs per token (not x N / N_10M = 5 J).
+    assert far.j_per_token == pytest.approx(0.5 * FPT_TARGET / FPT_10M, rel=1e-12)  # 4.19 J
+    assert "constant energy per FLOP" in far.energy_source
+    p = planner.make_plan(1e8, throughput=far, shape=TARGET)
+    assert p.kwh == pytest.approx(2e9 * far.j_per_token / 3.6e6)
 
 
 def test_from_results_without_training_is_an_error():
     with pytest.raises(ValueError, match="no `xfbench model` train record"):
-        planner.from_results(1e9, [RECORDS[-1]])
+        planner.from_results(1e9, TARGET, [RECORDS[-1]])
 
 
 def test_preset_plans_and_their_table():
     plans = planner.preset_plans(RECORDS)
     assert [name for name, _ in plans] == ["1M", "10M"]
-    one = plans[0][1]
-    assert one.tokens == 2e7 and one.device_hours == pytest.approx(2e7 / 25_000 / 3600)
+    one, ten = plans[0][1], plans[1][1]
+    assert one.n_params == 1e6 and one.tokens == 2e7 and one.device_hours == pytest.approx(2e7 / 25_000 / 3600)
+    assert ten.shape.n_layer == 8 and ten.flops_per_token == FPT_10M and ten.throughput.j_per_token == 0.5
     table = compute_optimal_table(plans)
-    assert table.rows[0][2].text == "2e7" and table.rows[0][3].text == "1.2e14"
+    assert [c.text for c in table.rows[0]] == ["1M", "1M", "2e7", "1.2e14", "25 ktok/s", "0.2222 h", "-"]
+    assert [c.text for c in table.rows[1]][5:] == ["13.89 h", "27.8 kWh"]  # 2e8 tokens x 0.5 J
     assert compute_optimal_table([]) is None
 
 
@@ -101,6 +157,8 @@ def test_plan_table_lists_sources():
     table = plan_table(planner.make_plan(1.3e9))
     text = "\n".join(" | ".join(c.text for c in row) for row in table.rows)
     assert "2.6e10" in text and "2.028e20" in text and "Hoffmann" in text
+    assert "with attention (6N + 12·L·d·T)·D | 2.342e20 | PaLM App. B at T = 2048" in text
+    assert "shape | L = 24, d = 2048, T = 2048, full attention | L, d of GPT-3 1.3B" in text
 
 
 @pytest.mark.parametrize(
@@ -124,8 +182,26 @@ def test_plan_cli_default(tmp_path, monkeypatch):
     assert "give --tokens-per-s" in result.output
 
 
+@pytest.mark.parametrize("params, shown", [("1T", "1T"), ("10T", "10T"), ("1000B", "1T")])
+def test_plan_cli_prints_trillions_as_such(tmp_path, monkeypatch, params, shown):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["plan", "--params", params, "--mfu", "0.4", "--peak-tflops", "989"])
+    assert result.exit_code == 0, result.output
+    assert f"parameters N   {shown} " in result.output and "e+" not in result.output  # was '1e+03B'
+    assert "GPT-3 175B" in result.output and "T = 2048" in result.output  # the default shape, and why
+
+
+def test_plan_cli_given_shape(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["plan", "--params", "1B", "--seq-len", "4096", "--layers", "10", "--d-model", "3000"]
+    result = runner.invoke(app, [*args, "--mfu", "0.5", "--peak-tflops", "1000"])
+    assert result.exit_code == 0, result.output
+    # 5e14 FLOP/s / (6e9 + 12·10·3000·4096 = 7,474,560,000 FLOPs per token) = 66,894 tokens/s
+    assert "L = 10, d = 3000, T = 4096, full attention" in result.output and "66.9 ktok/s" in result.output
+
+
 def write_model_run(path):
-    header = Header(tool_version="test", created_utc="2025-01-01T00:00:00+00:00", command="model")
+    header = Header(run_id="test-run", tool_version="test", created_utc="2025-01-01T00:00:00+00:00", command="model")
     with ResultsWriter(path, header) as w:
         for r in RECORDS:
             w.append(r)
@@ -147,7 +223,7 @@ def test_plan_cli_from_results_file(tmp_path):
     result = runner.invoke(app, ["plan", "--params", "1.3B", "--results", str(path), "--devices", "8"])
     assert result.exit_code == 0, result.output
     assert "extrapolated from 10M" in result.output and "wall-clock on 8 device(s)" in result.output
-    assert "kWh" in result.output
+    assert "382 MWh" in result.output  # 2.6e10 tokens x 0.5 J x 9,007,959,552 / 85,165,824 FLOPs per token
 
 
 @pytest.mark.parametrize(
@@ -157,6 +233,8 @@ def test_plan_cli_from_results_file(tmp_path):
         (["plan", "--params", "1B", "--mfu", "0.4"], "--mfu and --peak-tflops go together"),
         (["plan", "--params", "1B", "--tokens-per-s", "5", "--mfu", "0.4", "--peak-tflops", "1"], "one throughput"),
         (["plan", "--params", "1B", "--results", "/no/such/file"], "no results file"),
+        (["plan", "--params", "1B", "--layers", "12"], "--layers and --d-model go together"),
+        (["plan", "--params", "1B", "--flop-convention", "half"], "--flop-convention"),
     ],
 )
 def test_plan_cli_bad_input_is_exit_2(args, fragment):
