@@ -21,7 +21,7 @@ that it is an extrapolation. Import-light (no torch): the CLI and reports use it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .model_flops import train_flops_per_token
 from .schema import Record
@@ -172,7 +172,7 @@ def train_points(records: list[Record], convention: str = "full") -> list[TrainP
         shape = Shape(int(n_layer), int(d_model), int(seq_len), convention, "measured")
         own = r.info.get("flop_convention_name", "full")
         if own != convention:
-            fps *= shape.flops_per_token(n) / Shape(shape.n_layer, shape.d_model, shape.seq_len, own).flops_per_token(n)
+            fps *= shape.flops_per_token(n) / replace(shape, convention=own).flops_per_token(n)
         point = TrainPoint(n, fps, tps, shape, _positive(r.metrics.get("j_per_token")), str(p.get("preset", n)))
         if n not in best or fps > best[n].flop_per_s:
             best[n] = point
