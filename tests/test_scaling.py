@@ -44,7 +44,7 @@ def _rec(n: int, status: str = "ok", reason: str | None = None, clock: str = "pe
 
 
 def _run(records: list[Record]) -> RunResult:
-    return RunResult(header=Header(tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention"),
+    return RunResult(header=Header(run_id="r", tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention"),
                      records=records)
 
 
