@@ -55,9 +55,11 @@ def result_cell(r: Record | None) -> Cell:
     mfu = r.metrics.get("mfu_measured")
     if mfu is not None:
         lines.append(f"{mfu:.2f} of peak")
-    counted = r.metrics.get("flops_counted_over_analytic")
+    counted = r.metrics.get("flops_counted_over_work")
     if counted is not None:
-        lines.append(f"counted/analytic {counted:.2f}")
+        lines.append(f"counted/work {counted:.2f}")
+    elif r.metrics.get("flops_counted_over_convention") is not None:  # a v1 record: counted / convention FLOPs
+        lines.append(f"counted/convention {r.metrics['flops_counted_over_convention']:.2f}")
     j_per_token = r.metrics.get("j_per_token")
     if j_per_token is not None:
         lines.append(f"{fmt_energy(j_per_token)}/token")
@@ -77,6 +79,19 @@ def warning_notes(recs: list[Record], hints: dict[str, str] | None) -> list[str]
     return [
         f"highlighted cells carry warnings: {', '.join(warned)}",
         *(f"  {w}: {hints[w]}" for w in warned if hints and w in hints),
+    ]
+
+
+def flop_notes(recs: list[Record]) -> list[str]:
+    """Which FLOPs are which: the convention that FLOP/s and MFU divide, and, where FLOPs were
+    counted, the work convention the counted FLOPs are compared with."""
+    conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
+    counted = [r for r in recs if r.metrics.get("flops_counted_over_work") is not None]
+    work = sorted({str(r.info.get("work_flop_convention", "the convention above")) for r in counted})
+    return [
+        *(f"FLOPs (convention): {c}" for c in conventions),
+        *(["counted/work = FLOPs torch's FlopCounterMode counted in one more call / work FLOPs:"] if work else []),
+        *(f"  work: {w}" for w in work),
     ]
 
 
@@ -109,14 +124,13 @@ def results_tables(records: list[Record], hints: dict[str, str] | None = None) -
         rows = [
             [Cell(fmt_size(s))] + [result_cell(cell.get((s, v))) for v in variants] for s in sizes
         ]
-        conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
         methods = sorted({r.memory.method for r in recs if r.memory is not None})
         notes = [
             *synthetic_notes(recs),
             "cell: median time per call ±95% CI of the median (relative) · "
-            "FLOP/s = analytic FLOPs / median · peak memory above baseline"
+            "FLOP/s = convention FLOPs / median · peak memory above baseline"
             + (f" ({', '.join(methods)})" if methods else ""),
-            *(f"FLOPs: {c}" for c in conventions),
+            *flop_notes(recs),
         ]
         for variant, reason in dict.fromkeys((r.variant, r.reason) for r in recs if r.status != "ok"):
             notes.append(f"{variant}: {reason}")

@@ -3,15 +3,23 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xfbench.profilers.device import cache_policy
 from xfbench.workloads.attention import (
+    ATTENTION_FLOPS,
+    ATTENTION_WORK_DENSE,
+    ATTENTION_WORK_FUSED,
+    LSTM_FLOPS,
     AttentionConfig,
     attention_flops,
+    attention_work_flops,
     cases,
+    cudnn_rnn_eligible,
     lstm_flops,
     naive_attention,
     prepare,
+    sdpa_choice,
 )
 from xfbench.workloads.base import SkipCase
 
@@ -23,6 +31,16 @@ def test_flops_flashattention_convention():
     assert attention_flops(2, 8, 1024, 64, causal=False, mode="fwd") == 4 * 2 * 8 * 1024**2 * 64
     assert attention_flops(2, 8, 1024, 64, causal=True, mode="fwd") == 2 * 2 * 8 * 1024**2 * 64
     assert attention_flops(1, 16, 8192, 128, causal=False, mode="fwdbwd") == 3.5 * 4 * 16 * 8192**2 * 128
+
+
+def test_work_flops_dense_and_fused():
+    fwd = 4 * 2 * 8 * 1024**2 * 64
+    # naive and math: the full square even when causal, backward 2x (no recompute)
+    assert attention_work_flops(2, 8, 1024, 64, causal=True, mode="fwd", fused=False) == fwd
+    assert attention_work_flops(2, 8, 1024, 64, causal=True, mode="fwdbwd", fused=False) == 3 * fwd
+    # fused kernels: the convention (half the square when causal, backward 2.5x)
+    assert attention_work_flops(2, 8, 1024, 64, causal=True, mode="fwdbwd", fused=True) == 3.5 * fwd / 2
+    assert attention_work_flops(2, 8, 1024, 64, causal=False, mode="fwd", fused=True) == fwd
 
 
 def test_lstm_flops():
@@ -45,6 +63,13 @@ def cfg(**kw):
     return AttentionConfig(**{**base, **kw})
 
 
+def test_label_holds_every_parameter_that_is_not_swept():
+    base = cases(cfg(), CPU)[0].label
+    assert base == "attention fwd · float32 · full · B=1 H=2 d=16"
+    for other in (dict(batch=2), dict(heads=4), dict(head_dim=32), dict(dtype="bfloat16"), dict(causal=True)):
+        assert cases(cfg(**other), CPU)[0].label != base, other
+
+
 def test_cases_are_ordered_series_with_stable_ids():
     cs = cases(cfg(modes=["fwd", "fwdbwd"]), CPU)
     assert len(cs) == 2 * 3 * 2
@@ -62,9 +87,30 @@ def test_every_cpu_impl_prepares_and_runs(impl, mode):
     step.run()
     assert step.tokens == 32
     assert step.flops > 0 and step.working_set_bytes > 0
-    assert "flop_convention" in step.info
-    if impl == "sdpa":
-        assert step.info["sdpa_backend"].startswith("auto -> ")
+    assert step.info["flop_convention"] == (LSTM_FLOPS if impl == "lstm" else ATTENTION_FLOPS)
+    # causal=True: the dense implementations compute the whole square the convention halves
+    dense = impl in ("naive", "math")
+    assert step.work_flops == step.flops * ((3 / 1.75) if dense and mode == "fwdbwd" else 2 if dense else 1)
+    work = {"naive": ATTENTION_WORK_DENSE, "math": ATTENTION_WORK_DENSE, "sdpa": ATTENTION_WORK_FUSED}
+    assert step.info["work_flop_convention"] == work.get(impl, LSTM_FLOPS)
+    if impl == "sdpa":  # on CPU the dispatcher takes the flash kernel, with and without grad
+        assert step.info["sdpa_backend"] == "auto -> flash_attention"
+
+
+def test_sdpa_choice_asks_the_dispatcher_with_the_real_arguments():
+    q = torch.randn(1, 2, 1, 16)
+    kv = torch.randn(1, 2, 40, 16)
+    mask = (torch.arange(40) <= 20).view(1, 1, 1, 40)
+    assert sdpa_choice(q, kv, kv, attn_mask=mask, causal=False, grad=False) == "flash_attention"
+    with sdpa_kernel(SDPBackend.MATH):  # the dispatcher's own state is part of its answer
+        assert sdpa_choice(q, kv, kv, attn_mask=mask, causal=False, grad=False) == "math"
+    # the mask is checked: one the flash kernel cannot broadcast sends the call to math
+    bad_mask = torch.ones(3, 3, dtype=torch.bool)
+    assert sdpa_choice(q, kv, kv, attn_mask=bad_mask, causal=False, grad=False) == "math"
+
+
+def test_cudnn_rnn_is_never_claimed_for_a_cpu_tensor():
+    assert cudnn_rnn_eligible(torch.ones(2, 3)) is False
 
 
 def test_fwdbwd_computes_gradients_for_every_input_without_accumulating(monkeypatch):
@@ -111,5 +157,6 @@ def test_rotate_cycles_distinct_input_copies():
 
 
 def test_cache_policy_on_cpu_does_not_rotate():
-    p = cache_policy(CPU, 1024)
-    assert p.input_sets == 1 and "cpu" in p.description
+    step = prepare(cases(cfg(impls=["sdpa"]), CPU)[0], CPU)
+    p = cache_policy(CPU, step)
+    assert p.input_sets == 1 and "CPU steps are timed without rotation" in p.description

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from xfbench.workloads import get_workload
+from xfbench.workloads.attention import sdpa_choice
 from xfbench.workloads.base import SkipCase
 from xfbench.workloads.gpt import GPT, PRESETS, STATED_PARAMS, GPTConfig, param_count
-from xfbench.workloads.model import ModelConfig, cases, prepare
+from xfbench.workloads.model import ModelConfig, cases, prepare, sdpa_probe
 from xfbench.workloads.model_steps import CompileCounter, Decoder, warm_compiled
 
 CPU = torch.device("cpu")
@@ -82,11 +83,53 @@ def test_cases_group_by_mode_and_grow_in_size():
     for series in {c.series for c in cs}:
         sizes = [c.size for c in cs if c.series == series]
         assert sizes == sorted(sizes) and len(sizes) == 3
-    assert {c.label for c in cs} == {f"model {m} · float32 · B=8" for m in ("train", "prefill", "decode")}
+    assert {c.label for c in cs} == {
+        "model train · float32 · B=8 · T=256 · full attention FLOPs",
+        "model prefill · float32 · B=8 · P=128 · full attention FLOPs",
+        "model decode · float32 · B=8 · P+M=128+128 · full attention FLOPs",
+    }
     assert all(c.size_name == "params" for c in cs)
     assert len({c.id for c in cs}) == len(cs)
     decode = next(c for c in cs if c.params["mode"] == "decode")
     assert (decode.params["seq_len"], decode.params["new_tokens"]) == (128, 128)  # P = T/2, M = T - P
+
+
+@pytest.mark.parametrize("mode", ["train", "prefill", "decode"])
+def test_label_holds_every_parameter_that_is_not_swept(mode):
+    base = dict(presets=["1M"], modes=[mode], batch=2, seq_len=64)
+    (case,) = cases(ModelConfig(**base), CPU)
+    changes = [dict(batch=4), dict(seq_len=32), dict(dtype="bfloat16")]
+    if mode != "train":
+        changes += [dict(prompt_len=16)]
+    if mode == "decode":
+        changes += [dict(new_tokens=8)]
+    else:
+        changes += [dict(flop_convention="causal")]
+    for change in changes:
+        (other,) = cases(ModelConfig(**{**base, **change}), CPU)
+        assert other.label != case.label and other.id != case.id, change
+
+
+def test_decode_flops_do_not_depend_on_the_convention_so_neither_does_its_case():
+    full, causal = (cases(ModelConfig(modes=["decode"], flop_convention=c), CPU)[0] for c in ("full", "causal"))
+    assert full.id == causal.id and full.label == causal.label and full.params["flop_convention"] == "full"
+
+
+def test_sdpa_probe_has_the_shapes_mask_and_grad_of_each_mode():
+    gc = GPTConfig(n_layer=2, n_head=4, n_embd=64, vocab_size=64, block_size=64)
+    train = sdpa_probe("train", gc, batch=3, seq_len=20, ctx=20, device=CPU, dtype=torch.float32)
+    assert train["q"].shape == train["k"].shape == (3, 4, 20, 16) and train["q"].requires_grad
+    assert train["causal"] and train["grad"] and train["attn_mask"] is None
+    assert train["q"].stride() == (20 * 192, 16, 192, 1)  # a view of one (B, T, 3d) c_attn output
+    prefill = sdpa_probe("prefill", gc, batch=3, seq_len=20, ctx=20, device=CPU, dtype=torch.bfloat16)
+    assert prefill["causal"] and not prefill["grad"] and not prefill["q"].requires_grad
+    assert prefill["q"].dtype == torch.bfloat16
+    decode = sdpa_probe("decode", gc, batch=3, seq_len=20, ctx=30, device=CPU, dtype=torch.float32)
+    assert decode["q"].shape == (3, 4, 1, 16) and decode["k"].shape == decode["v"].shape == (3, 4, 30, 16)
+    mask = decode["attn_mask"]  # as Decoder builds it: (1, 1, 1, ctx) bool, True up to the position
+    assert mask.dtype == torch.bool and mask.shape == (1, 1, 1, 30) and int(mask.sum()) == 21
+    assert not decode["causal"] and not decode["grad"]
+    assert sdpa_choice(**decode) == "flash_attention"  # CPU flash takes a boolean mask
 
 
 def test_context_grows_to_fit_the_requested_lengths():
@@ -130,6 +173,7 @@ def test_train_step_describes_itself():
     assert set(info["mem_breakdown"]) >= {"weights", "grads", "optimizer_states", "activations", "logits"}
     assert info["mem_breakdown"]["weights"] == 4 * info["n_params"]
     assert "6N + 12·L·d·T" in info["flop_convention"] and info["flop_convention_name"] == "full"
+    assert info["sdpa_backend"] == "auto -> flash_attention" and "7·L·d·T" in info["work_flop_convention"]
     step.close()
 
 

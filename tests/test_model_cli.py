@@ -48,8 +48,9 @@ def test_model_end_to_end_writes_records_and_reports(tmp_path):
                      "compute-optimal training", "scaling across model sizes"):
         assert fragment in result.output
     titles = [t.title for t in model_tables(run)]  # the report is a function of the results file
-    assert titles[:3] == [f"model {m} · float32 · B=8: throughput and memory by model size"
-                          for m in ("train", "prefill", "decode")]
+    spans = (("train", "T=256"), ("prefill", "P=128"), ("decode", "P+M=128+128"))
+    assert titles[:3] == [f"model {m} · float32 · B=8 · {span} · full attention FLOPs: throughput and memory by "
+                          "model size" for m, span in spans]
     # The model tables replace the generic ones: each table once, no generic results or scaling table.
     assert all(result.output.count(title) == 1 for title in titles), result.output
     assert "median time/call ±95% CI · FLOP/s · peak memory" not in result.output
@@ -60,18 +61,41 @@ def test_model_end_to_end_writes_records_and_reports(tmp_path):
 def test_model_two_presets_fit_exponents_and_custom_model(tmp_path):
     result = runner.invoke(
         app, ["model", "--presets", "1m", "--layers", "2", "--d-model", "64", "--heads", "2", "--vocab", "128",
-              "--mode", "train", *SMALL, "--max-time", "0.1", "--no-memory", "--out", str(tmp_path)],
+              "--mode", "train", *SMALL, "--fake-clock", "--no-memory", "--out", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     run = load_results(tmp_path)
+    small, large = run.records
     assert [r.params["preset"] for r in run.records] == ["custom", "1M"]  # smallest first
     scaling = next(t for t in model_tables(run) if t.title.startswith("scaling across"))
     (row,) = scaling.rows  # one series: train, eager; two models, so every exponent is fitted
     label, variant, k_tps, k_mem, k_analytic, fitted, failed = (c.text for c in row)
     assert variant == "eager" and fitted == "custom, 1M" and failed == ""
     assert k_mem == "-"  # --no-memory: nothing measured to fit
-    for k in (k_tps, k_analytic):
-        assert math.isfinite(float(k))  # fitted; its value depends on the machine's speed
+    # The fake clock times every call alike, so tokens/s is the same for both models: k = 0.
+    assert small.metrics["tokens_per_s"] == large.metrics["tokens_per_s"] and k_tps == "0.00"
+    # The analytic exponent is the slope between the two records' own estimates.
+    mem = [r.info["mem_analytic_step_bytes"] for r in (small, large)]
+    assert k_analytic == f"{math.log(mem[1] / mem[0]) / math.log(large.size / small.size):.2f}"
+
+
+def test_runs_with_other_lengths_into_one_folder_stay_separate(tmp_path):
+    for t in ("32", "64"):
+        result = runner.invoke(
+            app, ["model", "--presets", "1M", "--mode", "train", "--batch", "2", "--seq-len", t, "--device", "cpu",
+                  "--threads", "1", "--no-calibrate", "--fake-clock", "--no-memory", "--out", str(tmp_path)],
+        )
+        assert result.exit_code == 0, result.output
+    run = load_results(tmp_path)
+    assert [r.params["seq_len"] for r in run.records] == [32, 64] and len({r.case_id for r in run.records}) == 2
+    assert [r.label for r in run.records] == [f"model train · float32 · B=2 · T={t} · full attention FLOPs"
+                                             for t in (32, 64)]
+    tables = model_tables(run)
+    for t in (32, 64):  # one table per T, each with its own row for 1M (nothing overwritten)
+        (table,) = [x for x in tables if f"T={t} ·" in x.title and "throughput" in x.title]
+        assert len(table.rows) == 1 and table.rows[0][0].text == "1M"
+    scaling = next(x for x in tables if x.title.startswith("scaling across"))
+    assert sorted(row[0].text for row in scaling.rows) == sorted(r.label for r in run.records)  # two series
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,8 @@ import torch
 
 from xfbench.reports import model_flops as mf
 from xfbench.workloads import model_memory as mm
+from xfbench.workloads.gpt import GPT, GPTConfig
 from xfbench.workloads.model import ModelConfig, cases, prepare
-
-
-def test_flop_params_drops_the_position_table():
-    assert mf.flop_params(n_params=100, block_size=10, d_model=4) == 60
 
 
 def test_train_flops_per_token_palm_formula():
@@ -26,29 +23,53 @@ def test_prefill_and_decode_flops_per_token():
 
 def test_gpt2_124m_matches_nanogpt_estimate_mfu():
     # nanoGPT: flops_per_token = 6*N + 12*L*H*Q*T with N = get_num_params() (no position table).
-    n = mf.flop_params(124_475_904, 1024, 768)
+    n = 124_475_904 - 1024 * 768  # without the position table
     assert n == 123_689_472
     assert mf.train_flops_per_token(n, 12, 768, 1024) == 855_383_040
     assert mf.prefill_flops_per_token(n, 12, 768, 1024) == 285_127_680
 
 
-def test_dispatch_and_unknown_names():
-    assert mf.flops_per_token("train", 1000, 2, 8, 16, 99) == 9072
-    assert mf.flops_per_token("decode", 1000, 2, 8, 16, 32) == 4048
-    with pytest.raises(ValueError, match="unknown mode"):
-        mf.flops_per_token("sample", 1, 1, 1, 1, 1)
+def test_unknown_names():
     with pytest.raises(ValueError, match="unknown FLOP convention"):
         mf.attention_fwd_flops_per_token(1, 1, 1, "half")
+    with pytest.raises(ValueError, match="unknown mode"):
+        mf.work_flops_per_token("sample", 1, 1, 1, 1, 1)
+
+
+def test_gemm_params_are_the_models_matmul_weights():
+    gc = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=16)
+    gpt = GPT(gc)
+    weights = {id(m.weight): m.weight.numel() for m in gpt.modules() if isinstance(m, torch.nn.Linear)}
+    assert mf.gemm_params(2, 32, 64) == sum(weights.values()) == 12 * 2 * 32**2 + 64 * 32  # tied head once
+
+
+def test_work_flops_per_token():
+    # W = 1000, L = 2, d = 8, T = 16: attention 4·L·d·T = 1024 forward over the full square
+    assert mf.work_flops_per_token("train", 1000, 2, 8, 16, 99) == 6000 + 3.5 * 512  # fused causal: half, 3.5x
+    assert mf.work_flops_per_token("train", 1000, 2, 8, 16, 99, fused=False) == 6000 + 3 * 1024  # math: full, 2x bwd
+    assert mf.work_flops_per_token("prefill", 1000, 2, 8, 16, 99) == 2000 + 512
+    assert mf.work_flops_per_token("prefill", 1000, 2, 8, 16, 99, fused=False) == 2000 + 1024
+    assert mf.work_flops_per_token("decode", 1000, 2, 8, 16, 32) == 2000 + 2048  # one query, all ctx keys
+    assert mf.work_attention_flops_per_token("decode", 2, 8, 16, 32, fused=False) == 2048
+    assert "7·L·d·T" in mf.work_convention_text("train", True) and "12·L·d·T" in mf.work_convention_text("train", False)
+    assert "diagonal tiles" in mf.work_convention_text("prefill", True)
+    decode = mf.work_convention_text("decode", True)
+    assert "diagonal" not in decode and "4·L·d·ctx" in decode
 
 
 def test_attention_share():
     assert mf.attention_share(1000, 2, 8, 16) == 3072 / 9072
     assert mf.attention_share(1000, 2, 8, 16, "causal") == 1536 / 7536
-    assert mf.attention_share_approx(768, 1024) == 1024 / 4608
 
 
-def test_mfu_takes_the_peak_as_an_argument():
-    assert mf.mfu(50e12, 200e12) == 0.25
+def test_decode_attention_share_uses_the_whole_context():
+    custom = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64)
+    cfg = ModelConfig(presets=[], modes=["decode"], batch=1, seq_len=16, prompt_len=8, new_tokens=24, custom=custom)
+    (case,) = cases(cfg, torch.device("cpu"))
+    step = prepare(case, torch.device("cpu"))
+    n = step.info["n_flop_params"]
+    assert step.info["attention_share"] == mf.attention_share(n, 2, 32, 8 + 24)  # ctx = P + M, not P
+    step.close()
 
 
 def test_convention_text_names_formula_and_choice():
@@ -61,8 +82,8 @@ def test_convention_text_names_formula_and_choice():
 
 def test_activation_formulas():
     s, b, h, a = 1024, 8, 768, 12
-    assert mm.korthikanti_layer_bytes(s, b, h, a) == s * b * h * (34 + 5 * a * s / h) == 717_225_984
-    # 16-bit, fused SDPA, no dropout: 34·sbh + 4·asb (fp32 log-sum-exp), no s² term.
+    # 16-bit, fused SDPA, no dropout: 34·sbh + 4·asb (fp32 log-sum-exp), no s² term: the sbh part of
+    # Korthikanti's eq. (1) s·b·h·(34 + 5·a·s/h) without its stored scores (see model_memory's doc).
     assert mm.layer_activation_bytes(s, b, h, a, e_act=2) == 214_302_720
     # autocast: residual stream fp32 (2 tensors x 4 B), the other 15 in bf16.
     assert mm.layer_activation_bytes(s, b, h, a, e_act=2, e_res=4) == s * b * h * 38 + 4 * a * s * b
@@ -113,11 +134,15 @@ def test_step_flops_and_tokens_per_call(mode):
     step = prepare(case, torch.device("cpu"))
     n = step.info["n_flop_params"]
     assert n == step.info["n_params"] - case.params["block_size"] * 32  # custom context: 256 positions
+    w = 12 * 2 * 32**2 + 64 * 32  # GEMM weights
     if mode == "train":
         assert step.tokens == 3 * 16 and step.flops == 3 * 16 * (6 * n + 12 * 2 * 32 * 16)
+        assert step.work_flops == 3 * 16 * (6 * w + 3.5 * 2 * 2 * 32 * 16)  # fused causal SDPA
     elif mode == "prefill":
         assert step.tokens == 3 * 8 and step.flops == 3 * 8 * (2 * n + 4 * 2 * 32 * 8)
+        assert step.work_flops == 3 * 8 * (2 * w + 2 * 2 * 32 * 8)
     else:
         assert step.tokens == 3 and step.flops == 3 * (2 * n + 4 * 2 * 32 * 16)  # ctx = P + M = 8 + 8
+        assert step.work_flops == 3 * (2 * w + 4 * 2 * 32 * 16)
         assert step.bytes_moved == 4 * n + 2 * 2 * 3 * 16 * 32 * 4  # fp32 weights + whole cache
     step.close()

@@ -39,6 +39,18 @@ LSTM_FLOPS = (
     "LSTM: forward 8*B*N*D*(D_in+D) (4 gates, input and recurrent GEMMs, 2 FLOPs per MAC); "
     "backward 2x forward (fwd+bwd = 3x)"
 )
+# Work conventions: what each implementation executes, the quantity the FLOP counter is
+# compared with (FLOP/s and MFU keep the convention above, the same for every impl).
+ATTENTION_WORK_FUSED = (
+    "work of a fused kernel (flash, efficient, cudnn, sdpa auto when it picks one): forward "
+    "4*B*H*N^2*d, halved when causal (the kernel skips the blocks above the diagonal; its diagonal "
+    "tiles are computed whole, so the real work is slightly more); backward recomputes the scores: "
+    "2.5x forward (fwd+bwd = 3.5x)"
+)
+ATTENTION_WORK_DENSE = (
+    "work of dense attention (naive, math): forward 4*B*H*N^2*d even when causal (the full QK^T GEMM, "
+    "then the mask); backward 2x forward, autograd through the two GEMMs without recompute (fwd+bwd = 3x)"
+)
 # Ideal memory traffic: each tensor a call must touch is read or written exactly once,
 # whatever the implementation materializes (the floor a fused kernel could reach).
 ATTENTION_BYTES = (
@@ -89,6 +101,15 @@ def attention_flops(batch: int, heads: int, n: int, head_dim: int, causal: bool,
     if causal:
         fwd /= 2.0
     return fwd * (3.5 if mode == "fwdbwd" else 1.0)
+
+
+def attention_work_flops(
+    batch: int, heads: int, n: int, head_dim: int, causal: bool, mode: str, fused: bool
+) -> float:
+    """FLOPs one call executes: ATTENTION_WORK_FUSED (the convention) or ATTENTION_WORK_DENSE."""
+    if fused:
+        return attention_flops(batch, heads, n, head_dim, causal, mode)
+    return 4.0 * batch * heads * n * n * head_dim * (3.0 if mode == "fwdbwd" else 1.0)
 
 
 def lstm_flops(batch: int, n: int, d_in: int, d_hidden: int, mode: str) -> float:
@@ -148,13 +169,55 @@ def _sdpa(backend: SDPBackend | None, causal: bool):
     return fwd
 
 
-def _auto_backend(q, causal: bool) -> str:
-    """Which backend SDPA's dispatcher picks for these inputs (recorded, not enforced)."""
+def sdpa_choice(q, k, v, *, attn_mask=None, causal: bool, grad: bool) -> str:
+    """The backend SDPA's dispatcher picks for exactly these inputs (recorded, not enforced).
+
+    torch._fused_sdp_choice runs the dispatcher's own checks (aten sdp_utils): shapes, dtype,
+    strides, the mask (flash takes none) and whether the inputs need grad, which counts only
+    under grad mode, so pass the tensors as the step makes them and its grad mode.
+    """
     try:
-        choice = torch._fused_sdp_choice(q, q, q, None, 0.0, causal)
+        with torch.set_grad_enabled(grad):
+            choice = torch._fused_sdp_choice(q, k, v, attn_mask, 0.0, causal)
         return SDPBackend(choice).name.lower()
     except (AttributeError, RuntimeError, ValueError):
         return "unknown"
+
+
+def is_fused(backend: str) -> bool:
+    """Whether an SDPA backend name (sdpa_choice's or an impl's) is a fused kernel, not math
+    ('unknown', a probe torch could not answer, counts as fused: the FLOP count would tell)."""
+    return backend not in ("math", "error")
+
+
+# cuDNN's bf16 RNN: cuDNN 9.13 (CUDNN_VERSION 91300) on compute capability 8.0 or newer.
+CUDNN_BF16_RNN_VERSION = 91300
+CUDNN_BF16_RNN_MAJOR = 8
+
+
+def cudnn_rnn_eligible(x: torch.Tensor) -> bool:
+    """Whether nn.LSTM runs cuDNN's RNN kernels for input x, by the rule torch itself applies.
+
+    nn.LSTM calls _VF.lstm, and aten/src/ATen/native/RNN.cpp `lstm` takes cuDNN when
+    use_cudnn(input) (torch 2.10 and later, pytorch/pytorch#164411):
+        at::cudnn_is_acceptable(t) && (fp16/fp32/fp64 ||
+            bf16 && getCUDAHooks().supportsBFloat16RNNWithCuDNN())
+    at::cudnn_is_acceptable (TensorProperties.cpp; torch.cudnn_is_acceptable here) checks the
+    device, that cuDNN is enabled and compiled in and the input non-empty (it checked the
+    dtype too before 2.10, excluding bf16 as the RNN did then), and
+    supportsBFloat16RNNWithCuDNN (CUDAHooks.cpp) is CUDNN_VERSION >= 91300 and compute
+    capability major >= 8. torch.backends.cudnn.is_acceptable is not this rule: it refuses
+    bf16 (its CUDNN_TENSOR_DTYPES).
+    """
+    if not torch.cudnn_is_acceptable(x):
+        return False
+    if x.dtype in (torch.float16, torch.float32, torch.float64):
+        return True
+    if x.dtype != torch.bfloat16:
+        return False
+    major, minor, patch = torch._C._cudnn.getCompileVersion()
+    built = major * 10000 + minor * 100 + patch
+    return built >= CUDNN_BF16_RNN_VERSION and torch.cuda.get_device_capability(x.device)[0] >= CUDNN_BF16_RNN_MAJOR
 
 
 def prepare(case: Case, device: torch.device) -> Step:
@@ -177,12 +240,15 @@ def prepare(case: Case, device: torch.device) -> Step:
 
         fwd.params = list(lstm.parameters())
         inputs = (x.requires_grad_(grad),)
-        flops = lstm_flops(b, n, width, width, mode)
+        flops = work = lstm_flops(b, n, width, width, mode)
         working = sum(t.numel() * elt for t in (x, *fwd.params))
         moved = lstm_bytes(sum(t.numel() for t in fwd.params) * elt, x.numel() * elt, b * n * width * elt, mode)
-        info.update(flop_convention=LSTM_FLOPS, bytes_convention=LSTM_BYTES, model_width=width)
+        info.update(
+            flop_convention=LSTM_FLOPS, work_flop_convention=LSTM_FLOPS, bytes_convention=LSTM_BYTES,
+            model_width=width,
+        )
         if device.type == "cuda":  # whether cuDNN's RNN kernels take this input (else the native cell path)
-            info["cudnn_rnn"] = bool(torch.backends.cudnn.is_acceptable(x))
+            info["cudnn_rnn"] = cudnn_rnn_eligible(x)
     else:
         shape = (b, h, n, d)  # (B, H, N, d)
         q, k, v = (
@@ -202,14 +268,20 @@ def prepare(case: Case, device: torch.device) -> Step:
             def fwd(q, k, v):
                 return naive_attention(q, k, v, mask)
 
+            fused = False
         elif impl == "sdpa":
             fwd = _sdpa(None, causal)
-            info["sdpa_backend"] = f"auto -> {_auto_backend(q, causal)}"
+            backend = sdpa_choice(q, k, v, causal=causal, grad=grad)
+            info["sdpa_backend"] = f"auto -> {backend}"
+            fused = is_fused(backend)
         elif impl in SDPA_BACKENDS:
             fwd = _sdpa(SDPA_BACKENDS[impl], causal)
             info["sdpa_backend"] = impl
+            fused = is_fused(impl)
         else:
             raise ValueError(f"unknown attention impl '{impl}'")
+        work = attention_work_flops(b, h, n, d, causal, mode, fused)
+        info["work_flop_convention"] = ATTENTION_WORK_FUSED if fused else ATTENTION_WORK_DENSE
 
     grad_out = None
     if grad:
@@ -218,7 +290,8 @@ def prepare(case: Case, device: torch.device) -> Step:
     fn = _with_backward(fwd, grad_out) if grad else _forward_only(fwd)
     _check_eligible(fn, inputs, impl, device)
     return Step(
-        fn=fn, inputs=inputs, flops=flops, tokens=b * n, working_set_bytes=working, bytes_moved=moved, info=info
+        fn=fn, inputs=inputs, flops=flops, tokens=b * n, working_set_bytes=working, bytes_moved=moved,
+        work_flops=work, info=info,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ..profilers.device import DTYPES, resolve_dtype
+from .attention import is_fused, sdpa_choice
 from .base import Case, SkipCase, Step, make_params
 from .gpt import GPT, PRESETS, GPTConfig, param_count
 
@@ -93,7 +94,8 @@ def cases(cfg: ModelConfig, device: torch.device) -> list[Case]:
             variants.append("compile")
         if cfg.cuda_graphs and mode == "decode":
             variants.append("cuda-graphs")
-        label = f"model {mode} · {dtype} · B={cfg.batch}"
+        # Decode attends over the whole cache whatever the convention: its FLOPs are 'full'.
+        conv = cfg.flop_convention if mode != "decode" else "full"
         for variant in variants:
             for name, gc, n in models:
                 t, p, m = lengths(cfg, PRESETS.get(name, {}).get("block_size", CUSTOM_SEQ_LEN))
@@ -103,10 +105,18 @@ def cases(cfg: ModelConfig, device: torch.device) -> list[Case]:
                 params = make_params(
                     preset=name, mode=mode, variant=variant, n_layer=gc.n_layer, n_head=gc.n_head,
                     n_embd=gc.n_embd, vocab_size=gc.vocab_size, block_size=gc.block_size, batch=cfg.batch,
-                    dtype=dtype, flop_convention=cfg.flop_convention, **extra,
+                    dtype=dtype, flop_convention=conv, **extra,
                 )
-                out.append(Case(NAME, label, variant, n, "params", params, str(device)))
+                out.append(Case(NAME, label(mode, dtype, cfg.batch, t, p, m, conv), variant, n, "params", params,
+                                str(device)))
     return out
+
+
+def label(mode: str, dtype: str, batch: int, t: int, p: int, m: int, convention: str) -> str:
+    """The table a case belongs to: every parameter that is not swept (the model size is; the
+    variant is the column), so runs with other lengths or conventions never share cells."""
+    span = f"T={t}" if mode == "train" else f"P={p}" if mode == "prefill" else f"P+M={p}+{m}"
+    return f"model {mode} · {dtype} · B={batch} · {span} · {convention} attention FLOPs"
 
 
 def prepare(case: Case, device: torch.device) -> Step:
@@ -126,13 +136,19 @@ def prepare(case: Case, device: torch.device) -> Step:
     n_params = model.num_params()
     n = model.num_params(non_embedding=True)
     gen = torch.Generator(device=device).manual_seed(0)
-    conv = p["flop_convention"] if mode != "decode" else "full"
+    conv = p["flop_convention"]
+    ctx = t + p["new_tokens"] if mode == "decode" else t  # decode attends over the whole cache
+    backend = sdpa_choice(**sdpa_probe(mode, gc, batch=b, seq_len=t, ctx=ctx, device=device, dtype=dtype))
+    fused = is_fused(backend)
     info: dict[str, Any] = {
         "preset": p["preset"], "n_params": n_params, "n_flop_params": n, "dtype": p["dtype"],
         "flop_convention": mf.convention_text(mode, conv), "flop_convention_name": conv,
-        "tokens_definition": TOKENS_DEFINITION,
-        "attention_share": mf.attention_share(n, gc.n_layer, gc.n_embd, t, conv),
+        "work_flop_convention": mf.work_convention_text(mode, fused),
+        "tokens_definition": TOKENS_DEFINITION, "sdpa_backend": f"auto -> {backend}",
+        "attention_share": mf.attention_share(n, gc.n_layer, gc.n_embd, ctx, conv),
     }
+    w = mf.gemm_params(gc.n_layer, gc.n_embd, gc.vocab_size)
+    work_per_token = mf.work_flops_per_token(mode, w, gc.n_layer, gc.n_embd, t, ctx, fused)
     if mode == "train":
         x, y = (torch.randint(gc.vocab_size, (b, t), device=device, generator=gen) for _ in range(2))
         per_token = mf.train_flops_per_token(n, gc.n_layer, gc.n_embd, t, conv)
@@ -159,7 +175,6 @@ def prepare(case: Case, device: torch.device) -> Step:
                 n_params=n_params, d_model=gc.n_embd, vocab=gc.vocab_size, batch=b, seq_len=t, elt=elt
             )
         elif mode == "decode":
-            ctx = t + p["new_tokens"]
             per_token = mf.decode_flops_per_token(n, gc.n_layer, gc.n_embd, ctx)
             est = mm.decode_memory(
                 n_params=n_params, n_layer=gc.n_layer, d_model=gc.n_embd, vocab=gc.vocab_size, batch=b, ctx=ctx,
@@ -175,17 +190,25 @@ def prepare(case: Case, device: torch.device) -> Step:
         else:
             raise ValueError(f"unknown mode '{mode}'")
     info.update(est.info())
-    info["sdpa_backend"] = _sdpa_backend(device, dtype, gc)
+    step.work_flops = work_per_token * step.tokens
     return step
 
 
-def _sdpa_backend(device: torch.device, dtype: torch.dtype, gc: GPTConfig) -> str:
-    """Which fused SDPA kernel the dispatcher picks for a causal (B, nh, T, hs) input."""
+def sdpa_probe(
+    mode: str, gc: GPTConfig, *, batch: int, seq_len: int, ctx: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    """The arguments of the model's SDPA call in this mode, as its attention builds them, for
+    attention.sdpa_choice: train and prefill attend causally over T tokens (q, k, v are views
+    of one c_attn output; train under grad), decode attends one query over a layer's whole
+    static cache with the boolean mask Decoder builds (flash takes no mask)."""
     hs = gc.n_embd // gc.n_head
-    q = torch.empty(1, gc.n_head, 16, hs, device=device, dtype=dtype)
-    try:
-        from torch.nn.attention import SDPBackend
-
-        return "auto -> " + SDPBackend(torch._fused_sdp_choice(q, q, q, None, 0.0, True)).name.lower()
-    except (AttributeError, RuntimeError, ValueError):
-        return "unknown"
+    if mode == "decode":
+        q = torch.empty(batch, gc.n_head, 1, hs, device=device, dtype=dtype)  # (B, nh, 1, hs)
+        kv_shape = (batch, gc.n_head, ctx, hs)  # (B, nh, ctx, hs): one layer of the cache
+        k, v = (torch.empty(kv_shape, device=device, dtype=dtype) for _ in range(2))
+        mask = (torch.arange(ctx, device=device) <= seq_len).view(1, 1, 1, ctx)  # at position P; True = attend
+        return dict(q=q, k=k, v=v, attn_mask=mask, causal=False, grad=False)
+    grad = mode == "train"
+    qkv = torch.empty(batch, seq_len, 3 * gc.n_embd, device=device, dtype=dtype, requires_grad=grad)  # (B, T, 3d)
+    q, k, v = (x.view(batch, seq_len, gc.n_head, hs).transpose(1, 2) for x in qkv.split(gc.n_embd, dim=2))
+    return dict(q=q, k=k, v=v, attn_mask=None, causal=True, grad=grad)

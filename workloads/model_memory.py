@@ -40,11 +40,6 @@ FP32_LSE_BYTES = 4  # SDPA's log-sum-exp, one fp32 per (batch, head, position)
 ACTIVATION_FORMULA = "s·b·h·(2·e_res + 15·e_act) + 4·a·s·b per layer (Korthikanti 2022 eq. 1, no dropout, fused SDPA)"
 
 
-def korthikanti_layer_bytes(s: int, b: int, h: int, a: int) -> float:
-    """Korthikanti et al. 2022 eq. (1): s·b·h·(34 + 5·a·s/h), 16-bit, dropout, scores stored."""
-    return s * b * h * (34.0 + 5.0 * a * s / h)
-
-
 def layer_activation_bytes(s: int, b: int, h: int, a: int, e_act: int, e_res: int | None = None) -> int:
     """Saved activations of one block for backward, fused SDPA and no dropout (see module doc)."""
     e_res = e_act if e_res is None else e_res
