@@ -7,7 +7,7 @@ import torch
 
 from ..reports.schema import TimeStats
 from .contention import CpuWindow, usable_cores
-from .flop_count import check_ratio, count_flops, counted_over_analytic
+from .flop_count import cross_check
 from .measure import PASS, WINDOW, Context, Contribution, MeasureOptions
 from .memory import measure_peak
 from .telemetry import NullWindow
@@ -97,7 +97,8 @@ class PeakMemory:
 
 
 class FlopCount:
-    """One more call under torch's FlopCounterMode (outside timing): counted FLOPs against the analytic ones."""
+    """One more call under torch's FlopCounterMode (outside timing): counted FLOPs against the work the
+    implementation dispatches (Step.work_flops)."""
 
     kind = PASS
 
@@ -109,16 +110,7 @@ class FlopCount:
         return opts.count_flops
 
     def result(self, timing: TimeStats) -> Contribution:
-        step = self.ctx.step
-        try:
-            counted = count_flops(step)
-        except RuntimeError as e:  # a cross-check that cannot run must not fail the measured case
-            # (e.g. torch's module tracker refuses autograd.grad() through an nn.Module's leaves)
-            return Contribution(info={"flops_count_error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]})
-        ratio = counted_over_analytic(counted.total, step.flops)
-        warns = [MeasurementWarning.FLOP_COUNT_MISMATCH] if ratio is not None and check_ratio(ratio) else []
+        metrics, info, mismatch = cross_check(self.ctx.step)
         return Contribution(
-            metrics={"flops_counted_per_call": counted.total or None, "flops_counted_over_analytic": ratio},
-            info={"flops_counted_by_module": dict(counted.per_module)},
-            warnings=warns,
+            metrics=metrics, info=info, warnings=[MeasurementWarning.FLOP_COUNT_MISMATCH] if mismatch else []
         )

@@ -39,11 +39,10 @@ MFU_NOTE = (
 )
 WORKLOAD = "model"
 # The FLOP cross-check's ratio, under the name each schema gave it: counted / work FLOPs (v2),
-# counted / convention FLOPs (a v1 file, migrated), counted / analytic (written before the split).
+# counted / convention FLOPs (a v1 file, migrated by schema.migrate_to_2).
 COUNTED_RATIOS = (
     ("flops_counted_over_work", "counted/work"),
     ("flops_counted_over_convention", "counted/convention"),
-    ("flops_counted_over_analytic", "counted/analytic"),
 )
 
 

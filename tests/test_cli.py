@@ -118,14 +118,15 @@ def test_env_json_and_table():
         assert info["nvml"]["reason"] and "not usable" in table.output
 
 
-def test_count_flops_records_counted_over_analytic(tmp_path):
+def test_count_flops_records_counted_over_work(tmp_path):
     result = runner.invoke(
         app, ["attention", *TINY, "--impl", "sdpa", "--seq-lens", "64", "--count-flops", "--no-calibrate",
               "--out", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     (rec,) = load_results(tmp_path).records
-    # Full (non-causal) attention: the counter sees the same two GEMMs the formula counts.
-    assert rec.metrics["flops_counted_over_analytic"] == 1.0
-    assert rec.info["flops_counted_by_module"]["Global"] == rec.metrics["flops_per_call"]
-    assert "counted/analytic 1.00" in result.output
+    # Full (non-causal) attention: the counter sees the same two GEMMs the work formula counts.
+    assert rec.metrics["flops_counted_over_work"] == 1.0
+    assert rec.info["flops_counted_by_module"]["Global"] == rec.metrics["work_flops_per_call"]
+    assert rec.metrics["work_flops_per_call"] == rec.metrics["flops_per_call"]  # full fwd: work = convention
+    assert "counted/work 1.00" in result.output

@@ -16,7 +16,8 @@ def test_an_error_in_one_case_is_a_record_and_the_sweep_goes_on():
     # A parameter set the workload rejects: prepare() raises, as a real bug in a case would.
     bad = Case("attention", good.label, "bogus", 32, "N", make_params(**{**good.params, "impl": "bogus"}), "cpu")
     seen = []
-    records = run_cases([bad, good], seen.append, RunOptions(policy=fast_policy(), measure_memory=False, calibrate=False))
+    opts = RunOptions(policy=fast_policy(), measure_memory=False, calibrate=False)
+    records = run_cases([bad, good], seen.append, opts)
     assert seen == records
     assert [r.status for r in records] == ["error", "ok"]
     assert records[0].reason == "ValueError: unknown attention impl 'bogus'"
@@ -39,5 +40,6 @@ def test_a_flop_count_that_cannot_run_leaves_the_case_ok():
     opts = RunOptions(policy=fast_policy(), measure_memory=False, count_flops=True, calibrate=False)
     (rec,) = run_cases([case], lambda r: None, opts)
     assert rec.status == "ok"
-    assert "flops_counted_over_analytic" not in rec.metrics
+    assert rec.metrics["flops_counted_over_work"] is None  # nothing counted: no ratio, and no mismatch warning
+    assert "flop_count_mismatch" not in rec.warnings
     assert rec.info["flops_count_error"].startswith("RuntimeError: A leaf node")
