@@ -16,7 +16,7 @@ from typing import Any
 from .scaling import FAILED, exponent, ran, series
 from .schema import Record, RunResult
 from .select import latest
-from .tables import ENERGY_NOTE, Cell, Table, peak_note, synthetic_notes, warning_notes
+from .tables import ENERGY_NOTE, Cell, Table, flop_notes, peak_note, synthetic_notes, warning_notes
 from .units import (
     fmt_bytes,
     fmt_energy,
@@ -143,7 +143,6 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
         measured = r.memory.peak_bytes if r.memory is not None else None
         row += [Cell(fmt_bytes(measured)), *_residual(r), _notes_cell(r)]
         rows.append(row)
-    conventions = sorted({str(r.info["flop_convention"]) for r in recs if "flop_convention" in r.info})
     formulas = sorted({str(r.info["mem_formula"]) for r in recs if "mem_formula" in r.info})
     methods = sorted({r.memory.method for r in recs if r.memory is not None})
     # tokens/s as the workload defined it when it wrote the records (workloads.model.TOKENS_DEFINITION)
@@ -161,7 +160,7 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
         peak = peak_note(recs)
         if peak:
             notes.append(peak)
-    notes += [f"FLOPs: {c}" for c in conventions]
+    notes += flop_notes(recs)
     notes.append(
         "peak mem: measured peak above the memory in use before a step"
         + (f" ({', '.join(methods)})" if methods else "")

@@ -57,7 +57,7 @@ def test_train_table_shows_mfu_when_present_and_dash_otherwise():
     assert row2[col["MFU measured"]] == "-" and row2[col["analytic"]] == "-"
     assert row1[col["step time"]] == "102 ms ±1.5%"  # 2048 tokens / 20k tokens/s, with its CI
     assert t.notes[:2] == [SYNTHETIC_NOTE, "tokens/s = defined by the workload"]  # the records' definition
-    assert "FLOPs: 6N + 12LdT" in t.notes
+    assert "FLOPs (convention): 6N + 12LdT" in t.notes
 
 
 def test_warnings_are_highlighted_and_explained_with_the_headers_hints():
