@@ -52,6 +52,7 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info runs .pytest_cache
 
 # For a lent GPU machine (no network there): wheels of what its image lacks, for Python 3.12.
+# typing_extensions goes to .whl/spare: the image keeps its own unless pydantic needs a newer one.
 # Then run `bash bench/gpu_run.sh` there with .whl carried (see bench/gpu_run.sh).
 GPU_WHEELS ?= pydantic platformdirs
 gpu-wheels:
@@ -59,5 +60,5 @@ gpu-wheels:
 	$(PIP) download -q --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  -d .whl $(GPU_WHEELS)
-	rm -f .whl/typing_extensions-*.whl  # the GPU image has its own
-	ls .whl
+	mkdir -p .whl/spare && find .whl -maxdepth 1 -name "typing_extensions-*.whl" -exec mv {} .whl/spare/ \;
+	ls -R .whl

@@ -1,8 +1,10 @@
-"""Hardware section of the GPU check: calibrated peaks beside the spec sheet, and one record's telemetry.
+"""GPU check, hardware section: calibrated peaks beside the spec sheet and the reference; one record's telemetry.
 
 Two functions for bench/gpu_check.py to call (each prints, and returns what it measured):
-  calibration_section(device)  dense matmul peak per dtype (bf16 first, vs spec; fp16, tf32,
-                               fp32) and copy bandwidth, measured fresh (the cache is not used)
+  calibration_section(device)  dense matmul peak per dtype (bf16 first; fp16, tf32, fp32) and
+                               copy and read bandwidth, measured fresh (full level),
+                               beside the spec sheet and the reference figures of
+                               ../shared/GPU-REFERENCE.md (one H200: 749/721/394/50 TF/s, copy 4.2 TB/s)
   telemetry_section(device)    one real attention record (sdpa fwd, bf16 on CUDA) with NVML
                                energy, power, clocks, throttle reasons and the four GPU memory
                                figures; on a CPU every field is None with the reason
@@ -13,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
-from xfbench.profilers.calibrate import Calibration, CalibrationResult, cache_path, calibrate, default_dtypes, to_peaks
+from xfbench.profilers.calibrate import CalibrationResult, default_dtypes, load_or_calibrate, to_peaks
 from xfbench.profilers.device import resolve_device
+from xfbench.profilers.roofline import Peaks
 from xfbench.profilers.timer import TimerPolicy
 from xfbench.reports.schema import Record
 from xfbench.reports.units import fmt_bytes, fmt_energy, fmt_flops, fmt_rate, fmt_time
@@ -27,50 +29,71 @@ from xfbench.workloads.runner import RunOptions, run_cases
 
 # Order of the rows: the headline (bf16 against its spec sheet) first.
 ROW_ORDER = ("bfloat16", "float16", "tf32", "float32")
+# ../shared/GPU-REFERENCE.md, one H200 with plain PyTorch: best GEMM rate per dtype (FLOP/s) and
+# device copy bandwidth counting bytes read + written (B/s). The read bandwidth has no reference.
+REF_MATMUL = {"bfloat16": 749e12, "float16": 721e12, "tf32": 394e12, "float32": 50e12}
+REF_BANDWIDTH = {"copy": 4.2e12}
+BANDWIDTH_ORDER = ("copy", "read")
+BANDWIDTH_HOW = {"copy": "one half of a buffer into the other, read + write counted", "read": "sum over a buffer"}
 
 
 def _device(device: str | torch.device) -> torch.device:
     return device if isinstance(device, torch.device) else resolve_device(device)
 
 
-def calibration_section(device: str | torch.device = "auto") -> Calibration:
-    """Measure and print the peaks of `device` (fresh); returns the Calibration."""
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def calibration_section(device: str | torch.device = "auto", dtypes: list[str] | None = None) -> CalibrationResult:
+    """Measure (afresh, into the cache) and print the peaks of `device`; returns the result.
+
+    `dtypes`: the matmul dtypes to measure (default: every one the device has, bf16 first).
+    """
     dev = _device(device)
-    t0 = time.perf_counter()
-    cal = calibrate(dev, [d for d in ROW_ORDER if d in default_dtypes(dev)])
-    peaks = to_peaks(CalibrationResult(cal, cache_path(cal.key), reused=False))
+    dtypes = dtypes or [d for d in ROW_ORDER if d in default_dtypes(dev)]
+    res = load_or_calibrate(dev, dtypes=dtypes, recalibrate=True)
+    cal, cuda = res.calibration, dev.type == "cuda"
+    peaks = to_peaks(res)
     spec = peaks.spec
     print(f"== calibration: {cal.device} {cal.device_name}, {cal.threads} threads, clock {cal.clock}, "
-          f"{time.perf_counter() - t0:.1f} s")
-    print(f"   spec: {peaks.spec_status()}")
-    print(f"   {'dtype':<10} {'measured':>14} {'best n':>7} {'spec (dense)':>14} {'meas/spec':>9}  per size")
+          f"{res.elapsed_s:.1f} s")
+    print(f"   spec: {peaks.spec_status()}; ref: ../shared/GPU-REFERENCE.md (one H200)")
+    print(f"   {'figure':<10} {'measured':>14} {'best n':>7} {'spec (dense)':>14} {'meas/spec':>9} "
+          f"{'ref':>14} {'meas/ref':>8}  per size")
     for d in ROW_ORDER:
         m = cal.matmul.get(d)
         if m is None:
             continue
         s = spec.flop_per_s.get(d) if spec else None
-        ratio = f"{m.flop_per_s / s:.2f}" if m.flop_per_s and s else "-"
+        ref = REF_MATMUL[d] if cuda else None
         sizes = ", ".join(f"{n}: {fmt_flops(v)}" for n, v in m.by_size.items())
         skipped = f" (skipped: {'; '.join(m.skipped)})" if m.skipped else ""
         print(f"   {d:<10} {fmt_flops(m.flop_per_s):>14} {m.best_size or '-':>7} "
-              f"{fmt_flops(s) if s else '-':>14} {ratio:>9}  {sizes}{skipped}")
+              f"{fmt_flops(s) if s else '-':>14} {_ratio(m.flop_per_s, s):>9} "
+              f"{fmt_flops(ref) if ref else '-':>14} {_ratio(m.flop_per_s, ref):>8}  {sizes}{skipped}")
     spec_bw = spec.mem_bytes_per_s if spec else None
-    bw_ratio = f"{cal.copy_bytes_per_s / spec_bw:.2f}" if cal.copy_bytes_per_s and spec_bw else "-"
-    print(f"   {'copy':<10} {fmt_rate(cal.copy_bytes_per_s, 'B'):>14} {'':>7} "
-          f"{fmt_rate(spec_bw, 'B') if spec_bw else '-':>14} {bw_ratio:>9}  "
-          f"dst.copy_(src), {fmt_bytes(cal.copy_buffer_bytes)} buffers, read + write counted")
+    for kind in BANDWIDTH_ORDER:
+        b = cal.bandwidth.get(kind)
+        value = b.bytes_per_s if b else None
+        ref = REF_BANDWIDTH.get(kind) if cuda else None
+        how = f"{BANDWIDTH_HOW[kind]}, {fmt_bytes(b.buffer_bytes)} per call" if b else "not measured"
+        print(f"   {kind:<10} {fmt_rate(value, 'B') if value else 'n/a':>14} {'':>7} "
+              f"{fmt_rate(spec_bw, 'B') if spec_bw else '-':>14} {_ratio(value, spec_bw):>9} "
+              f"{fmt_rate(ref, 'B') if ref else 'n/a':>14} {_ratio(value, ref):>8}  {how}")
     if cal.cpu_other_busy_cores is not None:
         print(f"   other processes kept {cal.cpu_other_busy_cores:.2f} CPU cores busy meanwhile")
-    return cal
+    for note in res.notes:
+        print(f"   note: {note}")
+    return res
 
 
-def telemetry_section(device: str | torch.device = "auto", calibration: Calibration | None = None) -> Record:
+def telemetry_section(device: str | torch.device = "auto", peaks: Peaks | None = None) -> Record:
     """Run one real attention case with telemetry (and the idle baseline on CUDA); print and return its record."""
     dev = _device(device)
     cuda = dev.type == "cuda"
     n, batch, heads, head_dim = (4096, 4, 16, 128) if cuda else (256, 1, 2, 16)
     cfg = AttentionConfig(seq_lens=[n], impls=["sdpa"], batch=batch, heads=heads, head_dim=head_dim)
-    peaks = to_peaks(CalibrationResult(calibration, cache_path(calibration.key), False)) if calibration else None
     opts = RunOptions(policy=TimerPolicy(max_time_s=2.0), measure_memory=True, peaks=peaks, idle_baseline=cuda)
     (rec,) = run_cases(cases(cfg, dev), lambda r: None, opts)
     print(f"== telemetry: {rec.label} · {rec.variant} · N={n} on {rec.device}: {rec.status}"
@@ -126,8 +149,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    cal = calibration_section(args.device)
-    telemetry_section(args.device, cal)
+    telemetry_section(args.device, to_peaks(calibration_section(args.device)))
     return 0
 
 

@@ -1,11 +1,15 @@
-"""GPU check, model section: GPT-2 124M and 350M train (bf16 autocast, eager and
-torch.compile), prefill, and decode (eager and CUDA graphs), with MFU against the spec
-sheet (and the calibrated peak when the sweep has one) and decode time over its
-bandwidth floor.
+"""GPU check, model section: GPT-2 124M and 350M at the shapes of ../shared/GPU-REFERENCE.md, beside its figures.
+
+Train B=16 T=1024 (bf16 autocast; 124M and 350M eager, 124M torch.compile), prefill of one
+512-token prompt, and decode of 128 tokens after a 512-token prompt at B=1 and B=16 (eager
+and CUDA graphs). Each measured figure is followed by the reference's, in brackets, where the
+reference has one (one H200, plain PyTorch; an H100 has the same compute ceilings and ~0.7x
+the bandwidth). MFU is against the spec sheet (989 TF/s bf16 dense on H100/H200 SXM, as the
+reference) and the calibrated peak when the sweep has one.
 
 bench/gpu_check.py calls `model_section(ctx.device, ctx.opts, ctx.quick)`; standalone:
-`python bench/gpu_model_section.py` (about 2-3 min on an H100: the two train compiles
-dominate), or `--device cpu --quick` as a smoke test (tiny presets, no compile).
+`python bench/gpu_model_section.py` (about 1.5 min on an H200: the compile dominates), or
+`--device cpu --quick` as a smoke test (tiny presets and shapes, no compile).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -23,26 +28,94 @@ from xfbench.reports.schema import Record
 from xfbench.workloads.model import ModelConfig, cases
 from xfbench.workloads.runner import RunOptions, run_cases
 
-GPU_PRESETS = ["124M", "350M"]
-CPU_PRESETS = ["1M", "10M"]
-# Short caps: each cell is a throughput figure, not a paper-grade measurement.
+# Short caps: each cell is a throughput figure against a reference, not a paper-grade measurement.
 POLICY = TimerPolicy(target_ci_rel=0.02, max_time_s=1.0, warmup_max_s=1.0)
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """The model cells' shapes: train B x T; prefill of one P-token prompt; decode of M tokens after P."""
+
+    presets: list[str]
+    train_batch: int
+    seq_len: int  # T of train
+    prompt_len: int  # P of prefill and decode
+    new_tokens: int  # M of decode
+    decode_batches: tuple[int, int]  # (small, large); the large batch runs the smallest model only
+
+
+# The reference's shapes on CUDA; tiny ones for the CPU smoke test.
+GPU_SHAPES = Shapes(["124M", "350M"], 16, 1024, 512, 128, (1, 16))
+CPU_SHAPES = Shapes(["1M", "10M"], 2, 64, 32, 16, (1, 4))
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Figures of ../shared/GPU-REFERENCE.md for one cell (None: the reference has none)."""
+
+    ms: float | None = None  # per call: one train step, one decode step
+    ktok_s: float | None = None
+    mfu: float | None = None  # against 989 TF/s, 6N + 12*L*d*T FLOPs per token
+    floor_ms: float | None = None  # (weights + whole KV cache) / 4.2 TB/s
+    peak_gib: float | None = None
+    mj_per_token: float | None = None
+
+
+# (mode, variant, preset, batch) -> reference, at GPU_SHAPES' T, P and M. Decode: the table of
+# the CUDA-graph runs (static KV cache of P+M positions, as xfbench's decode step).
+REFERENCE = {
+    ("train", "eager", "124M", 16): Ref(ms=47.6, mfu=0.30, peak_gib=16.1, mj_per_token=1.9),
+    ("train", "eager", "350M", 16): Ref(ms=105, mfu=0.38, peak_gib=27.5, mj_per_token=4.1),
+    ("train", "compile", "124M", 16): Ref(mfu=0.34),
+    ("prefill", "eager", "124M", 1): Ref(ktok_s=182),
+    ("decode", "eager", "124M", 1): Ref(ms=5.16, floor_ms=0.065),
+    ("decode", "cuda-graphs", "124M", 1): Ref(ms=0.62, floor_ms=0.065),
+    ("decode", "eager", "124M", 16): Ref(ms=4.42, floor_ms=0.149),
+    ("decode", "cuda-graphs", "124M", 16): Ref(ms=0.70, floor_ms=0.149),
+    ("decode", "eager", "350M", 1): Ref(ms=6.63, floor_ms=0.184),
+    ("decode", "cuda-graphs", "350M", 1): Ref(ms=1.31, floor_ms=0.184),
+}
+REF_TRAIN_POWER_W = "614-653"  # board power over the reference's train steps
+NO_REF = Ref()
+
+
+def shapes_for(device: torch.device, quick: bool) -> Shapes:
+    """The reference's shapes on CUDA (--quick: 124M only), tiny ones on a CPU."""
+    s = GPU_SHAPES if device.type == "cuda" else CPU_SHAPES
+    return replace(s, presets=s.presets[:1]) if quick else s
+
+
 def model_cases(device: torch.device, quick: bool) -> list:
-    """Train with compile beside eager; prefill; decode eager and with CUDA graphs."""
+    """Train eager (and compiled, smallest model), prefill, decode eager and with CUDA graphs at two batches."""
     cuda = device.type == "cuda"
-    presets = GPU_PRESETS[:1] if cuda and quick else GPU_PRESETS if cuda else CPU_PRESETS
-    shape = dict(batch=8, seq_len=1024, prompt_len=512, new_tokens=512) if cuda else dict(batch=2, seq_len=64)
-    train = ModelConfig(presets=presets, modes=["train"], dtype="auto", **shape)
-    # torch.compile of the smallest model only: each compile costs 20-40 s of the time budget.
-    compiled = ModelConfig(presets=presets[:1], modes=["train"], dtype="auto", compile=cuda or not quick, **shape)
-    infer = ModelConfig(presets=presets, modes=["prefill", "decode"], dtype="auto", cuda_graphs=True, **shape)
+    s = shapes_for(device, quick)
+    small, large = s.decode_batches
+    common = dict(dtype="auto", seq_len=s.seq_len, prompt_len=s.prompt_len, new_tokens=s.new_tokens)
+    train = ModelConfig(presets=s.presets, modes=["train"], batch=s.train_batch, **common)
+    # torch.compile of the smallest model only: a compile costs 20-40 s of the time budget.
+    compiled = replace(train, presets=s.presets[:1], compile=True)
+    prefill = ModelConfig(presets=s.presets, modes=["prefill"], batch=small, **common)
+    decode = ModelConfig(presets=s.presets, modes=["decode"], batch=small, cuda_graphs=True, **common)
+    decode_large = replace(decode, presets=s.presets[:1], batch=large)
     return (
         cases(train, device)
-        + [c for c in cases(compiled, device) if c.variant == "compile"]
-        + cases(infer, device)
+        + ([c for c in cases(compiled, device) if c.variant == "compile"] if cuda or not quick else [])
+        + cases(prefill, device)
+        + cases(decode, device)
+        + cases(decode_large, device)
     )
+
+
+def reference(rec: Record) -> Ref:
+    """The reference's figures for a CUDA bf16 cell at the reference's shapes, else NO_REF."""
+    p = rec.params
+    s = GPU_SHAPES
+    shape_ok = p["seq_len"] == (s.seq_len if p["mode"] == "train" else s.prompt_len) and (
+        p["mode"] != "decode" or p["new_tokens"] == s.new_tokens
+    )
+    if not (rec.device.startswith("cuda") and p["dtype"] == "bfloat16" and shape_ok):
+        return NO_REF
+    return REFERENCE.get((p["mode"], p["variant"], p["preset"], p["batch"]), NO_REF)
 
 
 def _spec_mfu(rec: Record, spec) -> float | None:
@@ -54,69 +127,81 @@ def _spec_mfu(rec: Record, spec) -> float | None:
     return fps / peak if fps and peak else None
 
 
-def _over_floor(rec: Record, spec) -> float | None:
-    """Decode time over its floor: the record's time_over_floor (measured bandwidth), else
-    the datasheet bandwidth's floor (bytes of weights + KV cache per step / bandwidth)."""
-    if rec.metrics.get("time_over_floor") is not None:
-        return rec.metrics["time_over_floor"]
-    floor_bytes = rec.info.get("floor_bytes")
-    if not floor_bytes or spec is None or not spec.mem_bytes_per_s:
-        return None
-    return rec.time.median_s / (floor_bytes / spec.mem_bytes_per_s)
+def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, fmt)
 
 
-def _f(x: float | None, fmt: str) -> str:
-    return "-" if x is None else format(x, fmt)
+def _pair(value: float | None, ref: float | None, fmt: str, scale: float = 1.0) -> str:
+    """'measured [ref]' in one column; '-' for a missing figure."""
+    return f"{_num(value, fmt, scale):>8} [{'-' if ref is None else format(ref, 'g')}]".ljust(16)
 
 
-def model_row(rec: Record, spec) -> str:
-    p = rec.params
-    head = f"{p['mode']:7} {rec.variant:11} {p['preset']:>5} {rec.size / 1e6:7.1f}M {p['dtype']:8}"
-    if rec.status != "ok":
-        return f"{head}  {rec.status:7} {(rec.reason or '')[:100]}"
-    m, info = rec.metrics, rec.info
-    mem = rec.memory.peak_bytes if rec.memory is not None else None
-    ana = info.get("mem_analytic_step_bytes")
+HEADER = (
+    f"{'mode':7} {'variant':11} {'model':>5} {'params':>7} {'B':>2}  {'ms/call [ref]':16} {'ktok/s [ref]':16} "
+    f"{'TF/s':>6} {'MFUspec [ref]':16} {'MFUmeas':>7} {'floor ms [ref]':16} {'xfloor':>6} "
+    f"{'peak GiB [ref]':16} {'anaGiB':>6} {'mJ/token [ref]':16} notes"
+)
+
+
+def _notes(rec: Record, ref: Ref) -> list[str]:
+    info, tel = rec.info, rec.telemetry or {}
     notes = []
     if "compile_s" in info:
         notes.append(f"compile {info['compile_s']:.0f}s")
     if info.get("recompiles_in_timed_loop"):
         notes.append(f"RECOMPILED x{info['recompiles_in_timed_loop']}")
+    if tel.get("power_mean_w") is not None:
+        ref_w = f" [{REF_TRAIN_POWER_W}]" if rec.params["mode"] == "train" and ref is not NO_REF else ""
+        notes.append(f"{tel['power_mean_w']:.0f} W{ref_w}")
     if not rec.time.converged:
         notes.append("!conv")
-    notes += rec.warnings
-    floor = _over_floor(rec, spec) if p["mode"] == "decode" else None
-    return (
-        f"{head}  {rec.time.median_s * 1e3:9.3f} {(m.get('tokens_per_s') or 0) / 1e3:9.1f} "
-        f"{(m.get('flop_per_s') or 0) / 1e12:7.1f} {_f(_spec_mfu(rec, spec), '7.1%'):>7} "
-        f"{_f(m.get('mfu_measured'), '7.1%'):>7} {_f(floor, '6.2f'):>6} "
-        f"{_f(mem / 2**30 if mem is not None else None, '7.2f'):>7} {_f(ana / 2**30 if ana else None, '7.2f'):>7}  "
-        f"{' '.join(notes)}"
-    )
+    return notes + rec.warnings
+
+
+def model_row(rec: Record, spec) -> str:
+    p = rec.params
+    head = f"{p['mode']:7} {rec.variant:11} {p['preset']:>5} {rec.size / 1e6:6.1f}M {p['batch']:>2}"
+    if rec.status != "ok":
+        return f"{head}  {rec.status:7} {(rec.reason or '')[:100]}"
+    m, ref = rec.metrics, reference(rec)
+    decode = p["mode"] == "decode"
+    mem = rec.memory.peak_bytes if rec.memory is not None else None
+    cols = [
+        _pair(rec.time.median_s, ref.ms, ".3f", 1e3),
+        _pair(m.get("tokens_per_s"), ref.ktok_s, ".1f", 1e-3),
+        f"{_num(m.get('flop_per_s'), '.1f', 1e-12):>6}",
+        _pair(_spec_mfu(rec, spec), ref.mfu, ".3f"),
+        f"{_num(m.get('mfu_measured'), '.3f'):>7}",
+        _pair(m.get("bandwidth_floor_s") if decode else None, ref.floor_ms, ".3f", 1e3),
+        f"{_num(m.get('time_over_floor') if decode else None, '.2f'):>6}",
+        _pair(mem, ref.peak_gib, ".2f", 2**-30),
+        f"{_num(rec.info.get('mem_analytic_step_bytes'), '.2f', 2**-30):>6}",
+        _pair((rec.telemetry or {}).get("j_per_token"), ref.mj_per_token, ".2f", 1e3),
+    ]
+    return f"{head}  " + " ".join(cols) + " " + " ".join(_notes(rec, ref))
 
 
 def model_section(device: torch.device, opts: RunOptions | None = None, quick: bool = False) -> list[Record]:
-    """Run the model cells, print one line each, return the records."""
+    """Run the model cells, print one line each as it ends, return the records."""
     opts = opts or RunOptions(policy=POLICY)
     spec = lookup_spec(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     todo = model_cases(device, quick)
-    print(f"## model: {len(todo)} cells; spec sheet: {spec.name if spec else 'none'}")
-    print(
-        f"{'mode':7} {'variant':11} {'model':>5} {'params':>8} {'dtype':8}  {'ms/call':>9} {'ktok/s':>9} "
-        f"{'TF/s':>7} {'MFUspec':>7} {'MFUmeas':>7} {'xfloor':>6} {'peakGiB':>7} {'anaGiB':>7}  notes"
-    )
+    s = shapes_for(device, quick)
+    print(f"## model: {len(todo)} cells; train T={s.seq_len}, prefill P={s.prompt_len}, decode P={s.prompt_len} "
+          f"M={s.new_tokens}; spec sheet: {spec.name if spec else 'none'}; [ref] = ../shared/GPU-REFERENCE.md")
+    print(HEADER)
     records: list[Record] = []
 
     def show(rec: Record) -> None:
         records.append(rec)
-        print(model_row(rec, spec))
-        sys.stdout.flush()
+        print(model_row(rec, spec), flush=True)
 
     run_cases(todo, show, opts)
     counts = {s: sum(r.status == s for r in records) for s in ("ok", "skipped", "oom", "error")}
     print("status: " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     print("decode: one call = one token for the whole batch from a static KV cache of P+M positions; "
-          "xfloor = time / ((weights + KV cache bytes) / bandwidth)")
+          "floor = (weights + KV cache bytes) / bandwidth, xfloor = time / floor; reference MFU is against "
+          "989 TF/s with 6N + 12*L*d*T FLOPs per token")
     return records
 
 
