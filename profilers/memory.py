@@ -1,4 +1,4 @@
-"""Peak memory of one step, in a pass of its own; OOM detection; an optional memory cap."""
+"""Peak memory of one step, in a pass of its own; OOM detection; an optional memory cap; a CUDA graph's pool."""
 
 from __future__ import annotations
 
@@ -21,15 +21,50 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 # Sampling interval of the fallback RSS poller (when VmHWM cannot be reset).
 RSS_POLL_S = 0.0005
+# Before a CPU cap, the free memory glibc's heap already holds is taken in blocks of this
+# size (below glibc's smallest mmap threshold, 128 KiB, so they always come from the heap).
+HEAP_HOLD_BLOCK_BYTES = 64 * 1024
 
-_OOM_MARKERS = ("out of memory", "not enough memory", "cannot allocate memory")
+# What torch's CPU allocator raises when posix_memalign fails (c10/core/impl/alloc_cpu.cpp;
+# "not enough memory" is its Windows and Android wording).
+_CPU_ALLOCATOR_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
 
 
 def is_oom(exc: BaseException) -> bool:
-    """True for allocation failures: CUDA OOM, MemoryError, torch's CPU allocator errors."""
+    """True only for what an allocator of tensors raised: the CUDA caching allocator
+    (torch.OutOfMemoryError, also under the per-process fraction cap), MemoryError (Python,
+    and C++ std::bad_alloc as pybind11 translates it), and torch's CPU allocator.
+
+    A library that cannot get memory of its own is an error, not an OOM: cuBLAS ("CUDA
+    error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), cuDNN ("cuDNN
+    error: CUDNN_STATUS_ALLOC_FAILED"), a raw cudaMalloc ("CUDA error: out of memory"). Such a
+    failure does not say the case outgrew the device, so the larger sizes of its series are
+    not skipped; the record keeps the message.
+    """
     if isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MARKERS)
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _CPU_ALLOCATOR_OOM)
+
+
+def graph_pool_bytes(graph: torch.cuda.CUDAGraph, device: torch.device) -> int:
+    """Bytes the caching allocator holds in a captured CUDA graph's private memory pool.
+
+    Not a difference of memory_reserved() around the capture: torch.cuda.graph() synchronizes
+    and empties the allocator's cache before capturing, so every cached block the warm-up
+    left is released then and "reserved after - reserved before" is usually negative. The
+    memory snapshot lists each segment with the pool that owns it; the graph's pool is
+    exactly its own segments, so their sum is the pool (>= 0 by construction).
+    """
+    return pool_bytes(torch.cuda.memory_snapshot(), graph.pool(), device.index)
+
+
+def pool_bytes(segments: list[dict], pool_id: tuple[int, int], device_index: int | None) -> int:
+    """Pure: total size of the segments one memory pool owns on one device (memory_snapshot() entries)."""
+    want = tuple(pool_id)
+    return sum(
+        seg["total_size"] for seg in segments
+        if tuple(seg["segment_pool_id"]) == want and seg.get("device", device_index) == device_index
+    )
 
 
 def _proc_status_kib(field: str) -> int | None:
@@ -126,8 +161,9 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
     """Cap the memory the cases may take beyond what is in use now; yields a description.
 
     CPU: lowers the soft RLIMIT_AS to the current address-space size plus the limit, so an
-    allocation past it fails like a real out-of-memory. CUDA: the caching allocator's
-    per-process fraction. Both are restored on exit.
+    allocation past it fails like a real out-of-memory; the free heap the process already
+    maps is held meanwhile, so it cannot serve the cases beyond the limit. CUDA: the caching
+    allocator's per-process fraction. Both are restored on exit.
     """
     if not limit_bytes:
         yield None
@@ -146,14 +182,75 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
         finally:
             torch.cuda.set_per_process_memory_fraction(before, device)
         return
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    vm_kib = _proc_status_kib("VmSize") or 0
-    cap = vm_kib * 1024 + limit_bytes
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    _release_free_heap()
+    with _hold_free_heap() as held:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        vm_kib = _proc_status_kib("VmSize") or 0
+        cap = vm_kib * 1024 + limit_bytes
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+        try:
+            # Allocations that fail inside glibc make timings under this cap unrepresentative.
+            yield (
+                f"RLIMIT_AS = address space now + {limit_bytes} B ({held} B of free heap held out of reach; "
+                "timings under a CPU cap are not representative)"
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2 (<malloc.h>, glibc >= 2.33)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")
+    ]
+
+
+def _glibc():
+    """libc with malloc, free, sbrk and mallinfo2 typed; None where it is not glibc >= 2.33."""
     try:
-        # Allocations that fail inside glibc make timings under this cap unrepresentative.
-        yield f"RLIMIT_AS = address space now + {limit_bytes} B (timings under a CPU cap are not representative)"
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.sbrk.restype, libc.sbrk.argtypes = ctypes.c_void_p, [ctypes.c_ssize_t]
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+@contextlib.contextmanager
+def _hold_free_heap() -> Iterator[int]:
+    """Allocate (untouched) the free memory glibc's main heap already maps, hold it until exit,
+    and yield how many bytes that is (0 where it cannot: not glibc, not the main thread).
+
+    RLIMIT_AS caps address space, and a freed heap block is address space already counted:
+    a case under the cap would reuse it on top of the limit. Calibration leaves tens of MiB
+    of such blocks (buffers below the mmap threshold are freed into the heap, not unmapped),
+    so "--mem-limit 24MiB" let a 32 MiB attention matrix through after a fresh calibration
+    and stopped it after a cached one. The heap's end (sbrk(0)) moves once nothing free is
+    left to hand out; the free-byte count of mallinfo2 bounds the loop.
+    """
+    libc = _glibc()
+    held: list[int] = []
+    # Other threads allocate from arenas of their own; the cases run on the main thread.
+    if libc is not None and threading.current_thread() is threading.main_thread():
+        free = libc.mallinfo2().fordblks
+        brk = libc.sbrk(0)
+        while (len(held) + 1) * HEAP_HOLD_BLOCK_BYTES <= free:
+            p = libc.malloc(HEAP_HOLD_BLOCK_BYTES)
+            if not p:
+                break
+            if libc.sbrk(0) != brk:  # the heap had to grow: nothing free was left
+                libc.free(p)
+                break
+            held.append(p)
+    try:
+        yield len(held) * HEAP_HOLD_BLOCK_BYTES
     finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        for p in held:
+            libc.free(p)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..profilers.device import reserved_bytes
+from ..profilers.memory import graph_pool_bytes
 from .base import Step
 
 # AdamW hyper-parameters (nanoGPT's); their values do not change the cost of a step.
@@ -188,12 +188,13 @@ def decode_step(
     dec = Decoder(model, prompt, new_tokens)
     info.update(kv_cache="static", kv_cache_bytes=dec.cache.nbytes, ctx=dec.ctx, floor_bytes=floor_bytes)
     if cuda_graphs:
-        reserved = reserved_bytes(device)
         graph = capture_graph(dec.step, device)
         fn = graph.replay
         # A replay allocates nothing: its temporaries live in the graph's private pool, held
-        # from capture on, so the memory pass sees ~0 B; the pool is recorded here instead.
-        info.update(cuda_graph=True, cuda_graph_pool_bytes=reserved_bytes(device) - reserved)
+        # from capture on, so the memory pass sees ~0 B; the pool is recorded here instead,
+        # read from the pool's own segments (not a difference of reserved bytes: capture
+        # empties the allocator's cache first; see graph_pool_bytes).
+        info.update(cuda_graph=True, cuda_graph_pool_bytes=graph_pool_bytes(graph, device))
     else:
         fn = dec.step
 
