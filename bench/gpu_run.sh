@@ -4,7 +4,7 @@
 #   bash bench/gpu_run.sh [gpu_check options]
 # No `pip install -e`: this checkout goes on PYTHONPATH under the name `xfbench` (the repository
 # root is the package, see pyproject's package-dir), and the wheels of what the image lacks are
-# unpacked into a temp dir beside it, keeping the image's typing_extensions. Caches go to that
+# installed into a temp dir beside it, keeping the image's typing_extensions. Caches go to that
 # temp dir too. Logs land in $OUT. gpu_check runs under a GPU_CHECK_TIMEOUT_S limit (420 s; its
 # own estimate is ~5 min), then bench/fidelity.py under FIDELITY_TIMEOUT_S (75 s).
 set -uo pipefail
@@ -12,11 +12,12 @@ OUT=${OUT:-/tmp/xfbench-out}
 mkdir -p "$OUT"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT  # the symlink goes, not the checkout: rm does not follow it
-ln -s "$PWD" "$tmp/xfbench"
-export PYTHONPATH="$tmp:$tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+mkdir "$tmp/path" && ln -s "$PWD" "$tmp/path/xfbench"
+export PYTHONPATH="$tmp/path:$tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 
 unpack() {  # wheels into $tmp/site, offline, ignoring any pip configuration of the image
-  python3 -m pip --isolated install -q --no-index --no-deps --no-compile --no-cache-dir --target "$tmp/site" "$@"
+  PIP_CONFIG_FILE=/dev/null python3 -m pip --isolated install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$tmp/site" "$@"
 }
 if compgen -G ".whl/*.whl" >/dev/null; then
   unpack .whl/*.whl || exit 1
@@ -27,12 +28,14 @@ if ! python3 -c "import pydantic" 2>/dev/null && compgen -G ".whl/spare/typing_e
   unpack .whl/spare/typing_extensions-*.whl || exit 1
 fi
 
-export XFBENCH_CACHE_DIR=$tmp/xfbench-cache XDG_CACHE_HOME=$tmp/cache CUDA_CACHE_PATH=$tmp/nv \
-  TORCHINDUCTOR_CACHE_DIR=$tmp/inductor TRITON_CACHE_DIR=$tmp/triton PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+c=$tmp/cache
+export XFBENCH_CACHE_DIR=$c/xfbench XDG_CACHE_HOME=$c CUDA_CACHE_PATH=$c/nv TORCHINDUCTOR_CACHE_DIR=$c/inductor \
+  TRITON_CACHE_DIR=$c/triton PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv | tee "$OUT/nvidia-smi.txt"
-timeout -k 10 "${GPU_CHECK_TIMEOUT_S:-420}" python3 bench/gpu_check.py "$@" 2>&1 | tee "$OUT/gpu_check.log"
+limit=${GPU_CHECK_TIMEOUT_S:-420}
+timeout -k 10 "$limit" python3 bench/gpu_check.py "$@" 2>&1 | tee "$OUT/gpu_check.log"
 check=${PIPESTATUS[0]}
-[ "$check" = 124 ] && echo "gpu_run: gpu_check stopped at its ${GPU_CHECK_TIMEOUT_S:-420} s limit" | tee -a "$OUT/gpu_check.log"
+[ "$check" = 124 ] && echo "gpu_run: gpu_check stopped at its $limit s limit" | tee -a "$OUT/gpu_check.log"
 [ "$check" = 2 ] && exit 2  # an import failed: fidelity would fail the same way
 timeout -k 10 "${FIDELITY_TIMEOUT_S:-75}" python3 bench/fidelity.py --device cuda --rounds 2 --min-run-time 0.5 \
   --max-time 1 2>&1 | tee "$OUT/fidelity_cuda.log"
