@@ -1,19 +1,30 @@
-"""Device specifics in one place: resolving, selecting, synchronizing, allocator figures, L2 size, cache policy."""
+"""Device specifics in one place: resolving, selecting, synchronizing, allocator figures, caches, cache policy."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..reports.errors import BadInput
+from ..reports.units import fmt_bytes
 
 # Rotate over enough input sets that together they span this many L2 sizes, so each call
 # reads its inputs from device memory, not from a cache the previous call warmed.
 L2_ROTATE_SPAN = 4
-# Never allocate more copies than this (the GPU reference used 64 sets).
-MAX_INPUT_SETS = 64
+# Inputs under this share of the working set are not rotated: whether they come from the cache
+# moves the time by less than that share, while the weights and state, which cannot rotate,
+# stay cache-resident anyway (e.g. token ids beside a small model's weights).
+ROTATE_MIN_SHARE = 0.1
+# The input sets together may take at most this fraction of the device's free memory.
+ROTATION_MEMORY_FRACTION = 0.25
+# Where Linux describes CPU0's caches: index*/{level,type,size}.
+CPU_CACHE_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,31 +95,135 @@ def allocated_bytes(device: torch.device) -> int | None:
     return torch.cuda.memory_allocated(device) if device.type == "cuda" else None
 
 
-def l2_cache_bytes(device: torch.device) -> int | None:
-    """The device's L2 size from its properties (never a constant); None on CPU."""
-    if device.type != "cuda":
+def cache_size_bytes(text: str) -> int:
+    """A sysfs cache size ('48K', '2048K', '491520K', '32M') in bytes."""
+    text = text.strip()
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+    return int(text[:-1] if scale > 1 else text) * scale
+
+
+def largest_data_cache(caches: Iterable[tuple[int, str, int]]) -> int | None:
+    """Size of the highest-level data or unified cache among (level, type, bytes); None if none."""
+    usable = [(level, size) for level, kind, size in caches if kind in ("Data", "Unified")]
+    return max(usable)[1] if usable else None
+
+
+@functools.cache
+def cpu_llc_bytes(root: Path = CPU_CACHE_SYSFS) -> int | None:
+    """CPU0's last-level cache from sysfs (shared by the cores of its socket); None where unreadable."""
+    caches = []
+    for index in sorted(root.glob("index*")):
+        try:
+            caches.append(
+                (
+                    int((index / "level").read_text()),
+                    (index / "type").read_text().strip(),
+                    cache_size_bytes((index / "size").read_text()),
+                )
+            )
+        except (OSError, ValueError):
+            continue
+    return largest_data_cache(caches)
+
+
+def last_level_cache_bytes(device: torch.device) -> int | None:
+    """The cache a working set can sit in between calls: L2 from a GPU's properties (never a
+    constant), the CPU's last-level cache from sysfs; None where unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).L2_cache_size) or None
+    return cpu_llc_bytes()
+
+
+def cache_name(device_type: str) -> str:
+    return "L2" if device_type == "cuda" else "LLC"
+
+
+def cache_resident(working_set_bytes: int, cache_bytes: int | None) -> bool | None:
+    """Whether one call's working set fits in the last-level cache; None when its size is unknown."""
+    if cache_bytes is None:
         return None
-    return int(torch.cuda.get_device_properties(device).L2_cache_size)
+    return working_set_bytes <= cache_bytes
 
 
 @dataclass(frozen=True)
 class CachePolicy:
-    """How the timed loop keeps a small working set from being served out of L2."""
+    """How the timed loop treats the cache, and what stays in it.
+
+    Args:
+        input_sets: distinct input sets the step cycles through (1: no rotation).
+        cache_resident: True when the working set, or the part of it that does not rotate,
+            stays in the last-level cache from one call to the next: bytes over DRAM bandwidth
+            then bound nothing, so no bandwidth floor is given. None: cache size unknown.
+        description: the policy and the residency in words, stored in each record.
+    """
 
     input_sets: int
+    cache_resident: bool | None
     description: str
 
 
-def cache_policy(device: torch.device, working_set_bytes: int) -> CachePolicy:
-    """Rotate over several input sets when one set fits in the device's L2 cache."""
-    return plan_rotation(l2_cache_bytes(device), working_set_bytes)
+# Why CPU steps are not rotated (stored in each CPU record's policy).
+CPU_NO_ROTATION = "none (CPU steps are timed without rotation, as torch.utils.benchmark times them, so timings compare)"
 
 
-def plan_rotation(l2_bytes: int | None, working_set_bytes: int) -> CachePolicy:
-    """Pure policy: enough input sets to span L2_ROTATE_SPAN x L2, capped at MAX_INPUT_SETS."""
-    if l2_bytes is None:
-        return CachePolicy(1, "none (cpu)")
-    if working_set_bytes <= 0 or working_set_bytes > l2_bytes:
-        return CachePolicy(1, f"none (working set {working_set_bytes} B > L2 {l2_bytes} B)")
-    sets = min(MAX_INPUT_SETS, math.ceil(L2_ROTATE_SPAN * l2_bytes / working_set_bytes))
-    return CachePolicy(sets, f"rotate {sets} input sets (working set {working_set_bytes} B <= L2 {l2_bytes} B)")
+def cache_policy(device: torch.device, step: Any) -> CachePolicy:
+    """The policy for `step` on `device`: its tensor `inputs` rotate (Step.rotate copies only
+    those), the rest of its `working_set_bytes` stays."""
+    rotating = sum(x.nbytes for x in step.inputs if isinstance(x, torch.Tensor))
+    staying = max(0, step.working_set_bytes - rotating)
+    cache = last_level_cache_bytes(device)
+    if device.type != "cuda":
+        return plan_rotation(cache, rotating, staying, 0, rotate=False, cache=cache_name(device.type))
+    budget = int(ROTATION_MEMORY_FRACTION * torch.cuda.mem_get_info(device)[0])
+    return plan_rotation(cache, rotating, staying, budget)
+
+
+def plan_rotation(
+    cache_bytes: int | None, rotating_bytes: int, staying_bytes: int, budget_bytes: int, *,
+    rotate: bool = True, cache: str = "L2",
+) -> CachePolicy:
+    """Pure policy: enough input sets that the rotating bytes span L2_ROTATE_SPAN x the cache,
+    as many as the byte budget allows, and whether the working set stays cache-resident.
+
+    Args:
+        cache_bytes: size of the last-level cache (None: unknown).
+        rotating_bytes: bytes of one input set (what Step.rotate copies).
+        staying_bytes: the rest of the working set (weights, outputs, state): never rotated.
+        budget_bytes: the input sets together may take at most this many bytes.
+        rotate: False keeps one set whatever the sizes (CPU, see CPU_NO_ROTATION).
+        cache: the cache's name in the description ('L2', 'LLC').
+    """
+    working = rotating_bytes + staying_bytes
+    fits = cache_resident(working, cache_bytes)
+    if fits is None:
+        return CachePolicy(1, None, f"none ({cache} size unknown; working set {fmt_bytes(working)})")
+    size = f"the {cache} ({fmt_bytes(cache_bytes)})"
+    where = f"working set {fmt_bytes(working)} {'fits in' if fits else 'exceeds'} {size}"
+    if not rotate:
+        return CachePolicy(1, fits, f"{CPU_NO_ROTATION}; {where}" + (": cache-resident" if fits else ""))
+    if not fits:
+        return CachePolicy(1, False, f"none: {where}, so each call streams it from device memory")
+    if rotating_bytes < ROTATE_MIN_SHARE * working:
+        return CachePolicy(
+            1, True, f"none (tensor inputs {fmt_bytes(rotating_bytes)} are under {ROTATE_MIN_SHARE:.0%} of the working "
+            f"set; the other {fmt_bytes(staying_bytes)}, weights and state, cannot rotate); {where}: cache-resident",
+        )
+    span = L2_ROTATE_SPAN * cache_bytes
+    sets = min(math.ceil(span / rotating_bytes), budget_bytes // rotating_bytes)
+    if sets <= 1:
+        return CachePolicy(
+            1, True, f"none (two input sets of {fmt_bytes(rotating_bytes)} exceed the rotation budget "
+            f"{fmt_bytes(budget_bytes)}); {where}: cache-resident",
+        )
+    total = sets * rotating_bytes
+    capped = "" if total >= span else f", capped by the {fmt_bytes(budget_bytes)} budget"
+    rotated = f"rotate {sets} input sets of {fmt_bytes(rotating_bytes)} ({fmt_bytes(total)}{capped})"
+    if total + staying_bytes <= cache_bytes:
+        others = f"with the other {fmt_bytes(staying_bytes)} " if staying_bytes else ""
+        return CachePolicy(sets, True, f"{rotated}: {others}they still fit in {size}: cache-resident")
+    if staying_bytes:
+        return CachePolicy(
+            sets, True, f"{rotated}: inputs come from device memory, but the other {fmt_bytes(staying_bytes)} "
+            f"(weights, outputs) do not rotate and stay cache-resident in {size}",
+        )
+    return CachePolicy(sets, False, f"{rotated}, more than {size} holds: each call reads its inputs from device memory")
