@@ -12,7 +12,9 @@ from .status import ExitStatus
 def env(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     calibrate: bool = typer.Option(
-        False, "--calibrate", help="Show measured matmul peaks per dtype and copy bandwidth (cached per machine)."
+        False, "--calibrate",
+        help="Show measured matmul peaks per dtype, read and copy bandwidth: the full calibration (cached per "
+        "machine; it also serves every later sweep).",
     ),
     recalibrate: bool = typer.Option(False, "--recalibrate", help="Measure the peaks again instead of the cache."),
     device: str = typer.Option("auto", "--device", help="Device to calibrate: cpu, cuda, cuda:N or auto."),
@@ -36,7 +38,7 @@ def env(
         from ..profilers.calibrate import calibration_report, load_or_calibrate
         from ..profilers.device import resolve_device
 
-        res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate)
+        res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate, level="full")
         report = calibration_report(res, peak)
     info = collect_environment(calibration=report)
     info["git"] = git_info()

@@ -1,40 +1,44 @@
-"""Measured peaks of this machine: dense matmul FLOP/s per dtype and copy bandwidth, cached.
+"""Measured peaks of this machine: dense matmul FLOP/s per dtype, read and copy bandwidth.
 
 MFU and rooflines divide by these, never by a constant. Each figure is timed with the
 same adaptive timer as every workload (measure_time + make_clock: CUDA events on GPU),
-at the torch thread count the sweep will use. Results are cached in a small JSON file
-per (machine, device, torch version, thread count) under the user cache directory
-(XFBENCH_CACHE_DIR overrides it) and reused until `--recalibrate`.
+at the torch thread count the sweep will use. The figures are cached per machine
+(profilers.calibration_cache); peaks_for() is what a sweep calls: it measures only the
+figures the sweep needs that the cache lacks, at the 'quick' level unless asked for 'full'.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import platform
-import socket
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..reports.units import fmt_bytes
+from .calibration_cache import (
+    BANDWIDTHS,
+    Bandwidth,
+    Calibration,
+    CalibrationResult,
+    Level,
+    MatmulPeak,
+    cache_path,
+    calibration_key,
+    device_name,
+    load_cached,
+    now_utc,
+    save,
+    to_measure,
+)
 from .contention import CpuWindow, usable_cores
-from .device import synchronize
-from .roofline import Peaks, compute_key
+from .device import cache_name, last_level_cache_bytes, synchronize
+from .roofline import TRAFFIC_BANDWIDTH, Peaks, bandwidth_kind, compute_key
 from .specs import lookup_spec
 from .timer import TimerPolicy, make_clock, measure_time
 from .warnings import oversubscribed
-
-# NOTE: bump when the meaning of a cached figure changes; older cache files are re-measured.
-CALIBRATION_VERSION = 1
-CACHE_ENV = "XFBENCH_CACHE_DIR"
 
 # Compute dtype keys. 'tf32' is float32 storage with TF32 tensor-core math (CUDA only).
 TORCH_DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,122 +49,52 @@ CUDA_DTYPES = ("bfloat16", "float16", "tf32", "float32")
 # (one size can sit on a bad tile shape or be too small to fill the machine).
 CPU_SIZES = (512, 1024, 2048)  # ~0.1 s per 2048 fp32 call on two AVX-512 cores
 CUDA_SIZES = (4096, 8192, 16384)
+# The quick level (a sweep's first run) tries fewer: on two cores fp32 at 1024 is within a
+# few % of 2048. 512 comes first to predict the cost of 1024: a dtype the CPU emulates runs
+# 100x slower, and is then skipped at 1024 instead of taking seconds.
+CPU_QUICK_SIZES = (512, 1024)
+CUDA_QUICK_SIZES = (8192,)
 # A size whose per-call time, extrapolated (n^3) from the previous size, exceeds this is
 # skipped: bf16/fp16 without native CPU support run 100x slower, and must stay bounded.
 MAX_CALL_S = 1.0
 # ... and so is one that would take the time spent on its dtype past this budget
 # (a size costs about SIZE_COST_CALLS calls: warm-up plus the fewest timed windows).
-DTYPE_BUDGET_S = 4.0
+DTYPE_BUDGET_S = {"quick": 1.0, "full": 4.0}
 SIZE_COST_CALLS = 6
 # Inputs of one size may take at most this fraction of free device memory.
 CUDA_MEM_FRACTION = 0.5
 
-# Bandwidth: one copy of a buffer much larger than any cache; counts read + write bytes.
-CPU_COPY_BYTES = 256 * 2**20
-CUDA_COPY_BYTES = 2**30
+# Bandwidth: one buffer streamed per call, spanning at least BANDWIDTH_CACHE_SPAN times the
+# last-level cache (CPU LLC from sysfs, GPU L2), so a cyclic stream misses in an LRU-like
+# cache on every line (STREAM asks for 4x per array; 2x keeps a quick calibration under a
+# second where the VM reports a 480 MiB L3, and measured the same rate as 4x there). 'read'
+# sums it, 'copy' copies its first half into its second.
+BANDWIDTH_CACHE_SPAN = 2
+CPU_BANDWIDTH_BYTES = 512 * 2**20  # at least this much (also where the cache size is unknown)
+CUDA_BANDWIDTH_BYTES = 2 * 2**30
+CPU_MEM_FRACTION = 0.25  # of available RAM the buffer may take
 
 # Stopping rules for each figure: a tight CI, but a short cap so a full calibration on a
-# CPU stays within seconds.
+# CPU stays within seconds. The quick level caps each figure at ~0.1 s, with one warm-up call
+# at least (the bandwidth buffer is already written once, so its pages are faulted in).
 CALIBRATION_POLICY = TimerPolicy(
     target_ci_rel=0.01, max_time_s=1.0, min_samples=6, min_window_s=0.02, warmup_min_s=0.1, warmup_max_s=1.0
 )
-
-
-# A measured rate or size: finite and positive. A cache file holding NaN, inf, zero or a
-# negative figure (hand-edited, or written by a broken build) fails validation and is
-# re-measured; accepted, it would print "nan FLOP/s", break the results header's strict
-# JSON, or give a negative roofline ridge point.
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class MatmulPeak(BaseModel):
-    """Dense matmul rate of one dtype: 2*n^3 FLOPs per (n, n) @ (n, n) call."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    dtype: str
-    flop_per_s: Positive | None = Field(description="best over sizes of the median per-call rate; None if none ran")
-    best_size: PositiveInt | None = None
-    by_size: dict[PositiveInt, Positive] = Field(default_factory=dict, description="n -> median FLOP/s at that size")
-    skipped: list[str] = Field(default_factory=list, description="sizes not run, with why")
-    measured_utc: str | None = None
-
-
-class Calibration(BaseModel):
-    """Measured peaks of one device at one thread count (the cached file's content)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    version: int = CALIBRATION_VERSION
-    key: dict[str, Any] = Field(description="machine, device, torch version, threads: what the figures hold for")
-    created_utc: str
-    device: str
-    device_name: str
-    threads: PositiveInt
-    clock: str = Field(description="timer clock: perf_counter | cuda_event")
-    matmul: dict[str, MatmulPeak] = Field(default_factory=dict)
-    copy_bytes_per_s: Positive | None = Field(
-        None, description="device-to-same-device copy, bytes read + written per s"
-    )
-    copy_buffer_bytes: PositiveInt | None = Field(
-        None, description="size of the copied buffer (each of source, destination)"
-    )
-    duration_s: float = Field(0.0, ge=0)
-    cpu_other_busy_cores: float | None = Field(
-        None, ge=0, description="cores other processes kept busy during the last measurement (load spoils peaks)"
-    )
-
-    def peak(self, dtype: str) -> float | None:
-        m = self.matmul.get(dtype)
-        return m.flop_per_s if m else None
-
-
-@dataclass
-class CalibrationResult:
-    """A calibration and where it came from.
-
-    Args:
-        calibration: the figures.
-        path: the cache file.
-        reused: True if every needed figure came from the cache.
-        measured: what this call measured ('float32', 'copy', ...).
-        notes: things the user should know (corrupt cache, skipped sizes).
-        elapsed_s: wall time of this call.
-    """
-
-    calibration: Calibration
-    path: Path
-    reused: bool
-    measured: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def cache_dir() -> Path:
-    """XFBENCH_CACHE_DIR, else the platform's user cache directory for xfbench."""
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("xfbench"))
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    from .env import cpu_model
-
-    return cpu_model()
+QUICK_POLICY = TimerPolicy(
+    target_ci_rel=0.02, max_time_s=0.1, min_samples=6, min_window_s=0.005, warmup_min_s=0.02, warmup_max_s=0.03,
+    warmup_min_calls=1,
+)
+POLICIES = {"quick": QUICK_POLICY, "full": CALIBRATION_POLICY}
 
 
 def default_dtypes(device: torch.device) -> tuple[str, ...]:
     return CUDA_DTYPES if device.type == "cuda" else CPU_DTYPES
+
+
+def level_sizes(device: torch.device, level: Level) -> tuple[int, ...]:
+    if level == "quick":
+        return CUDA_QUICK_SIZES if device.type == "cuda" else CPU_QUICK_SIZES
+    return CUDA_SIZES if device.type == "cuda" else CPU_SIZES
 
 
 def dtypes_for(case_dtypes: Iterable[str | None], device: torch.device) -> list[str]:
@@ -170,29 +104,6 @@ def dtypes_for(case_dtypes: Iterable[str | None], device: torch.device) -> list[
     keys = [compute_key(d, device.type, tf32) for d in case_dtypes if d]
     keys = [k for k in dict.fromkeys(keys) if k in TORCH_DTYPES and not (k == "tf32" and device.type != "cuda")]
     return keys or ["float32"]
-
-
-def calibration_key(device: torch.device) -> dict[str, Any]:
-    """What a calibration depends on: the machine, the device, torch and the thread count."""
-    key: dict[str, Any] = {
-        "host": socket.gethostname(),
-        "machine": platform.machine(),
-        "device_type": device.type,
-        "device_name": device_name(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        key["cuda"] = torch.version.cuda
-        key["device_uuid"] = str(getattr(torch.cuda.get_device_properties(device), "uuid", "")) or None
-    else:
-        key["usable_cores"] = usable_cores()
-    return key
-
-
-def cache_path(key: dict[str, Any], directory: Path | None = None) -> Path:
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return (directory or cache_dir()) / f"calibration-{digest}.json"
 
 
 @contextlib.contextmanager
@@ -236,11 +147,13 @@ def _fits(device: torch.device, n: int, dtype: torch.dtype) -> bool:
 
 
 def measure_matmul(
-    device: torch.device, dtype: str, sizes: Iterable[int], policy: TimerPolicy = CALIBRATION_POLICY
+    device: torch.device, dtype: str, sizes: Iterable[int], policy: TimerPolicy = CALIBRATION_POLICY,
+    level: Level = "full",
 ) -> MatmulPeak:
     """Median per-call rate of (n, n) @ (n, n) at each size; the peak is the best of them."""
     tdtype = TORCH_DTYPES[dtype]
     clock = make_clock(device)
+    budget_s = DTYPE_BUDGET_S[level]
     by_size: dict[int, float] = {}
     skipped: list[str] = []
     prev: tuple[int, float] | None = None  # (n, seconds per call) of the last size run
@@ -253,9 +166,9 @@ def measure_matmul(
                 if call_s > MAX_CALL_S:
                     skipped.append(f"n={n}: predicted {call_s:.2g} s per call > {MAX_CALL_S:g} s")
                     continue
-                if time.perf_counter() - t0 + SIZE_COST_CALLS * call_s > DTYPE_BUDGET_S:
+                if time.perf_counter() - t0 + SIZE_COST_CALLS * call_s > budget_s:
                     skipped.append(
-                        f"n={n}: predicted {call_s:.2g} s per call would overrun the {DTYPE_BUDGET_S:g} s budget"
+                        f"n={n}: predicted {call_s:.2g} s per call would overrun the {budget_s:g} s budget"
                     )
                     continue
             if not _fits(device, n, tdtype):
@@ -270,96 +183,91 @@ def measure_matmul(
             del a, b, c
     best = max(by_size, key=by_size.get) if by_size else None
     return MatmulPeak(
-        dtype=dtype, flop_per_s=by_size[best] if best else None, best_size=best, by_size=by_size,
-        skipped=skipped, measured_utc=_now(),
+        dtype=dtype, level=level, flop_per_s=by_size[best] if best else None, best_size=best, by_size=by_size,
+        skipped=skipped, measured_utc=now_utc(),
     )
 
 
-def measure_copy(
-    device: torch.device, nbytes: int | None = None, policy: TimerPolicy = CALIBRATION_POLICY
-) -> tuple[float, int]:
-    """Achievable bandwidth of dst.copy_(src) on one device: (bytes read + written per s, buffer bytes)."""
-    if nbytes is None:
-        nbytes = CUDA_COPY_BYTES if device.type == "cuda" else CPU_COPY_BYTES
-        if device.type == "cuda":
-            nbytes = min(nbytes, int(torch.cuda.mem_get_info(device)[0] * CUDA_MEM_FRACTION / 2))
-        else:
-            import psutil
+def stream_buffer_bytes(cache_bytes: int | None, floor_bytes: int, cap_bytes: int) -> int:
+    """Bytes of the bandwidth buffer: BANDWIDTH_CACHE_SPAN x the cache, at least `floor_bytes`,
+    at most `cap_bytes` (free memory), a multiple of 8 (two float32 halves)."""
+    return min(max(floor_bytes, BANDWIDTH_CACHE_SPAN * (cache_bytes or 0)), cap_bytes) // 8 * 8
 
-            nbytes = min(nbytes, psutil.virtual_memory().available // 8)
-    numel = max(1, nbytes // 4)
-    src = torch.ones(numel, device=device, dtype=torch.float32)  # written, so every page is faulted in
-    dst = torch.zeros_like(src)
+
+def default_buffer_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        cap = int(torch.cuda.mem_get_info(device)[0] * CUDA_MEM_FRACTION)
+        return stream_buffer_bytes(last_level_cache_bytes(device), CUDA_BANDWIDTH_BYTES, cap)
+    import psutil
+
+    cap = int(psutil.virtual_memory().available * CPU_MEM_FRACTION)
+    return stream_buffer_bytes(last_level_cache_bytes(device), CPU_BANDWIDTH_BYTES, cap)
+
+
+def measure_bandwidth(
+    device: torch.device, kinds: Iterable[str] = BANDWIDTHS, nbytes: int | None = None,
+    policy: TimerPolicy = CALIBRATION_POLICY, level: Level = "full",
+) -> dict[str, Bandwidth]:
+    """Streaming bandwidth over one float32 buffer of `nbytes` (default: default_buffer_bytes):
+    'read' = torch.sum over it (bytes read), 'copy' = its first half into its second (bytes read
+    + written). Both count the buffer's bytes per call."""
+    nbytes = (nbytes or default_buffer_bytes(device)) // 8 * 8
+    buf = torch.ones(nbytes // 4, device=device)  # written: an untouched page would read as the zero page
+    src, dst = buf.chunk(2)
+    acc = torch.empty((), device=device)
+    kernels = {"read": lambda: torch.sum(buf, 0, out=acc), "copy": lambda: dst.copy_(src)}
     synchronize(device)
-    stats = measure_time(_Call(lambda: dst.copy_(src)), policy, make_clock(device))
-    return 2.0 * numel * 4 / stats.median_s, numel * 4
+    clock = make_clock(device)
+    out = {}
+    for kind in kinds:
+        stats = measure_time(_Call(kernels[kind]), policy, clock)
+        out[kind] = Bandwidth(
+            kind=kind, level=level, bytes_per_s=nbytes / stats.median_s, buffer_bytes=nbytes, measured_utc=now_utc()
+        )
+    return out
 
 
 def calibrate(
     device: torch.device,
     dtypes: Iterable[str] | None = None,
     *,
-    copy: bool = True,
+    bandwidths: Iterable[str] = BANDWIDTHS,
+    level: Level = "full",
     sizes: Iterable[int] | None = None,
-    copy_bytes: int | None = None,
-    policy: TimerPolicy = CALIBRATION_POLICY,
+    buffer_bytes: int | None = None,
+    policy: TimerPolicy | None = None,
     base: Calibration | None = None,
 ) -> Calibration:
-    """Measure the matmul peak of each dtype (and copy bandwidth) at the current thread count.
+    """Measure the matmul peak of each dtype and the bandwidth figures at the current thread count.
 
     Figures already in `base` are kept; only the requested ones are (re)measured. `sizes`,
-    `copy_bytes` and `policy` default to the device's; tests shrink them.
+    `buffer_bytes` and `policy` default to the device's at `level`; tests shrink them.
     """
     t0 = time.perf_counter()
     dtypes = list(dtypes if dtypes is not None else default_dtypes(device))
+    bandwidths = list(bandwidths)
     for d in dtypes:
         if d not in TORCH_DTYPES or (d == "tf32" and device.type != "cuda"):
             raise ValueError(f"cannot calibrate dtype '{d}' on {device.type}")
-    sizes = tuple(sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES))
+    sizes = tuple(sizes or level_sizes(device, level))
+    policy = policy or POLICIES[level]
     cal = (
         base.model_copy(deep=True)
         if base is not None
         else Calibration(
-            key=calibration_key(device), created_utc=_now(), device=str(device), device_name=device_name(device),
+            key=calibration_key(device), created_utc=now_utc(), device=str(device), device_name=device_name(device),
             threads=torch.get_num_threads(), clock=make_clock(device).name,
         )
     )
+    cal.cache_bytes = last_level_cache_bytes(device)
     with CpuWindow() as load:
         for d in dtypes:
-            cal.matmul[d] = measure_matmul(device, d, sizes, policy)
-        if copy:
-            cal.copy_bytes_per_s, cal.copy_buffer_bytes = measure_copy(device, copy_bytes, policy)
+            cal.matmul[d] = measure_matmul(device, d, sizes, policy, level)
+        if bandwidths:
+            cal.bandwidth.update(measure_bandwidth(device, bandwidths, buffer_bytes, policy, level))
     cal.cpu_other_busy_cores = load.result()["cpu_other_busy_cores"]
     cal.duration_s += time.perf_counter() - t0
     return cal
-
-
-def load_cached(path: Path, key: dict[str, Any]) -> tuple[Calibration | None, str | None]:
-    """The cached calibration at `path` if it is valid for `key`; otherwise (None, why)."""
-    if not path.exists():
-        return None, None
-    try:
-        cal = Calibration.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except ValidationError as e:  # name the first bad field: "matmul.float32.flop_per_s: ... finite number"
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "top level"
-        return None, f"calibration cache {path} is corrupt ({where}: {err['msg']}); recalibrating"
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return None, f"calibration cache {path} is corrupt ({first}); recalibrating"
-    if cal.version != CALIBRATION_VERSION:
-        return None, f"calibration cache {path} has version {cal.version}, not {CALIBRATION_VERSION}; recalibrating"
-    if cal.key != key:
-        return None, f"calibration cache {path} was made for another machine or setting; recalibrating"
-    return cal, None
-
-
-def save(cal: Calibration, path: Path) -> None:
-    """Write atomically, so a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cal.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_or_calibrate(
@@ -367,6 +275,8 @@ def load_or_calibrate(
     *,
     threads: int | None = None,
     dtypes: Iterable[str] | None = None,
+    bandwidths: Iterable[str] = BANDWIDTHS,
+    level: Level = "full",
     recalibrate: bool = False,
     directory: Path | None = None,
     **measure: Any,
@@ -377,9 +287,12 @@ def load_or_calibrate(
         device: the device the sweep runs on.
         threads: torch intra-op threads the sweep will use (None: the current setting).
         dtypes: dtype keys needed (None: all that make sense on the device).
-        recalibrate: measure the requested figures again (other cached dtypes are kept).
+        bandwidths: bandwidth figures needed ('read', 'copy').
+        level: 'quick' or 'full'; a full cached figure satisfies a quick request, a quick
+            one is measured again for a full request.
+        recalibrate: measure the requested figures again (other cached figures are kept).
         directory: cache directory (default: cache_dir()).
-        measure: passed to calibrate() (sizes, copy_bytes, policy).
+        measure: passed to calibrate() (sizes, buffer_bytes, policy).
     """
     t0 = time.perf_counter()
     with torch_threads(threads):
@@ -390,17 +303,18 @@ def load_or_calibrate(
         if why:
             notes.append(why)
         wanted = list(dict.fromkeys(dtypes if dtypes is not None else default_dtypes(device)))
-        if recalibrate:  # re-measure what was asked for, keep the other cached dtypes
-            missing, need_copy = wanted, True
-        else:
-            missing = [d for d in wanted if cached is None or d not in cached.matmul]
-            need_copy = cached is None or cached.copy_bytes_per_s is None
-        if cached is not None and not missing and not need_copy:
+        missing, kinds = to_measure(cached, wanted, list(dict.fromkeys(bandwidths)), level, recalibrate)
+        if cached is not None and not missing and not kinds:
             return CalibrationResult(cached, path, True, [], notes, time.perf_counter() - t0)
-        cal = calibrate(device, missing, copy=need_copy, base=cached, **measure)
+        cal = calibrate(device, missing, bandwidths=kinds, level=level, base=cached, **measure)
         for d in missing:
-            for s in cal.matmul[d].skipped:
-                notes.append(f"{d} matmul: skipped {s}")
+            notes.extend(f"{d} matmul: skipped {s}" for s in cal.matmul[d].skipped)
+        buffer = cal.bandwidth[kinds[0]].buffer_bytes if kinds else None  # one buffer serves every kind
+        if buffer and cal.cache_bytes and buffer < BANDWIDTH_CACHE_SPAN * cal.cache_bytes:
+            notes.append(
+                f"the bandwidth buffer ({fmt_bytes(buffer)}) is under {BANDWIDTH_CACHE_SPAN}x the "
+                f"{cache_name(device.type)} ({fmt_bytes(cal.cache_bytes)}): the bandwidths may include cache hits"
+            )
         demand = cal.threads if device.type == "cpu" else 1
         if oversubscribed(cal.cpu_other_busy_cores, demand, usable_cores()):
             notes.append(
@@ -411,8 +325,36 @@ def load_or_calibrate(
             save(cal, path)
         except OSError as e:
             notes.append(f"could not write the calibration cache {path}: {e}")
-        measured = missing + (["copy"] if need_copy else [])
-        return CalibrationResult(cal, path, False, measured, notes, time.perf_counter() - t0)
+        return CalibrationResult(cal, path, False, missing + kinds, notes, time.perf_counter() - t0)
+
+
+def peaks_for(
+    device: torch.device,
+    dtypes: Iterable[str | None],
+    threads: int | None = None,
+    traffic_kinds: Iterable[str] = tuple(TRAFFIC_BANDWIDTH),
+    recalibrate: bool = False,
+    level: Level = "quick",
+    **calibrate_kw: Any,
+) -> tuple[Peaks, CalibrationResult]:
+    """The peaks a sweep measures against: what its cases need, from the cache or measured now.
+
+    Args:
+        device: the sweep's device.
+        dtypes: the cases' dtypes ('float32', 'bfloat16', None for none); mapped to compute
+            keys by dtypes_for (float32 on CUDA is TF32 when torch allows it).
+        threads: torch intra-op threads the sweep runs with (None: the current setting).
+        traffic_kinds: the steps' traffic kinds ('read', 'read_write'): which bandwidths.
+        recalibrate: measure the needed figures again.
+        level: 'quick' (a sweep's own: fewer sizes, short caps) or 'full'.
+        calibrate_kw: passed to load_or_calibrate (directory, sizes, buffer_bytes, policy).
+    """
+    res = load_or_calibrate(
+        device, threads=threads, dtypes=dtypes_for(dtypes, device),
+        bandwidths=[bandwidth_kind(t) for t in traffic_kinds], level=level, recalibrate=recalibrate,
+        **calibrate_kw,
+    )
+    return to_peaks(res), res
 
 
 def to_peaks(res: CalibrationResult) -> Peaks:
@@ -424,9 +366,14 @@ def to_peaks(res: CalibrationResult) -> Peaks:
         device_type="cuda" if cuda else "cpu",
         device_name=cal.device_name,
         measured_flop_per_s={d: m.flop_per_s for d, m in cal.matmul.items() if m.flop_per_s},
-        measured_copy_bytes_per_s=cal.copy_bytes_per_s,
+        measured_copy_bytes_per_s=cal.bytes_per_s("copy"),
+        measured_read_bytes_per_s=cal.bytes_per_s("read"),
         spec=lookup_spec(cal.device_name) if cuda else None,
-        source=f"{res.path} ({how}; calibrated {cal.created_utc}, {cal.threads} threads, torch {cal.key.get('torch')})",
+        source=(
+            f"{cal.level} calibration {cal.created_utc} ({how}; {cal.threads} threads, torch {cal.key.get('torch')}): "
+            f"{res.path}"
+        ),
+        level=cal.level,
         threads=cal.threads,
     )
 
@@ -441,13 +388,14 @@ def calibration_report(res: CalibrationResult, peak_flops_override: float | None
         spec_d = spec.flop_per_s.get(d) if spec else None
         matmul[d] = {
             "flop_per_s": m.flop_per_s,
+            "level": m.level,
             "best_size": m.best_size,
             "by_size": {str(n): v for n, v in m.by_size.items()},
             "skipped": m.skipped,
             "spec_flop_per_s": spec_d,
             "of_spec": m.flop_per_s / spec_d if m.flop_per_s and spec_d else None,
         }
-    return {
+    report = {
         "path": str(res.path),
         "reused": res.reused,
         "measured_now": res.measured,
@@ -459,11 +407,20 @@ def calibration_report(res: CalibrationResult, peak_flops_override: float | None
         "torch": cal.key.get("torch"),
         "created_utc": cal.created_utc,
         "clock": cal.clock,
+        "level": cal.level,
+        "cache_name": cache_name(peaks.device_type),
+        "cache_bytes": cal.cache_bytes,
         "matmul": matmul,
-        "copy_bytes_per_s": cal.copy_bytes_per_s,
-        "copy_buffer_bytes": cal.copy_buffer_bytes,
         "spec": peaks.spec_status(),
         "spec_mem_bytes_per_s": spec.mem_bytes_per_s if spec else None,
         "cpu_other_busy_cores": cal.cpu_other_busy_cores,
         "peak_flops_override": peak_flops_override,
     }
+    for kind in BANDWIDTHS:  # flat keys: copy_bytes_per_s, copy_buffer_bytes, copy_level, read_...
+        b = cal.bandwidth.get(kind)
+        report.update({
+            f"{kind}_bytes_per_s": b.bytes_per_s if b else None,
+            f"{kind}_buffer_bytes": b.buffer_bytes if b else None,
+            f"{kind}_level": b.level if b else None,
+        })
+    return report

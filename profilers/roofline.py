@@ -5,7 +5,11 @@ with the peak passed in instead of its hard-coded 312e12). Arithmetic intensity 
 FLOPs per byte of ideal memory traffic (each input read once, each output written once;
 Williams, Waterman & Patterson, "Roofline", CACM 2009). A step whose intensity is below
 the ridge point peak_flop_per_s / peak_bytes_per_s cannot reach the compute peak: it is
-memory-bound, and its floor is bytes_moved / bandwidth.
+memory-bound, and its floor is bytes_moved / bandwidth. The bandwidth is of the same kind
+as the step's traffic: a read-dominated step (decode reading weights and KV cache) divides
+by the read bandwidth, one that reads and writes by the copy bandwidth (read + write
+bytes). A step whose working set stays in the last-level cache gets no DRAM floor: DRAM
+bandwidth bounds nothing there, and a floor must never lie above the measured time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .specs import SpecPeaks
+
+# A step's traffic kind (workloads Step.traffic) -> the calibrated bandwidth its floor divides by.
+TRAFFIC_BANDWIDTH = {"read": "read", "read_write": "copy"}
+
+
+def bandwidth_kind(traffic: str) -> str:
+    """'read' | 'copy' for a traffic kind; ValueError for an unknown one."""
+    if traffic not in TRAFFIC_BANDWIDTH:
+        raise ValueError(f"unknown traffic kind '{traffic}' (one of {', '.join(TRAFFIC_BANDWIDTH)})")
+    return TRAFFIC_BANDWIDTH[traffic]
 
 
 @dataclass(frozen=True)
@@ -25,8 +39,10 @@ class Peaks:
         device_name: the device's name (CPU model or GPU name).
         measured_flop_per_s: calibrated dense matmul peak per compute dtype key.
         measured_copy_bytes_per_s: calibrated copy bandwidth (bytes read + written per s).
+        measured_read_bytes_per_s: calibrated read bandwidth (bytes read per s, streaming sum).
         spec: datasheet peaks when the GPU is known, else None.
-        source: where the measured figures came from (cache file, time, threads).
+        source: which calibration: level, time, threads, torch, cache file.
+        level: 'quick' (a sweep's own first calibration) or 'full' (`xfbench env --calibrate`).
         threads: torch intra-op threads the calibration ran with.
     """
 
@@ -34,9 +50,15 @@ class Peaks:
     device_name: str
     measured_flop_per_s: dict[str, float] = field(default_factory=dict)
     measured_copy_bytes_per_s: float | None = None
+    measured_read_bytes_per_s: float | None = None
     spec: SpecPeaks | None = None
     source: str = ""
+    level: str | None = None
     threads: int | None = None
+
+    def bytes_per_s(self, kind: str) -> float | None:
+        """The calibrated 'read' or 'copy' bandwidth."""
+        return self.measured_read_bytes_per_s if kind == "read" else self.measured_copy_bytes_per_s
 
     def spec_status(self) -> str:
         """How the spec-sheet peak stands: known model, unknown GPU, or none for a CPU."""
@@ -50,10 +72,12 @@ class Peaks:
         """JSON-ready description for the results header ('calibration used')."""
         return {
             "source": self.source,
+            "level": self.level,
             "device_name": self.device_name,
             "threads": self.threads,
             "measured_flop_per_s": dict(self.measured_flop_per_s),
             "measured_copy_bytes_per_s": self.measured_copy_bytes_per_s,
+            "measured_read_bytes_per_s": self.measured_read_bytes_per_s,
             "spec": self.spec_status(),
             "spec_flop_per_s": dict(self.spec.flop_per_s) if self.spec else None,
             "spec_mem_bytes_per_s": self.spec.mem_bytes_per_s if self.spec else None,
@@ -81,6 +105,8 @@ def roofline_metrics(
     dtype_key: str | None,
     peaks: Peaks | None,
     peak_flops_override: float | None = None,
+    traffic: str = "read_write",
+    cache_resident: bool | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, info) of one step; every figure whose inputs are missing is None.
 
@@ -92,10 +118,15 @@ def roofline_metrics(
         peaks: the sweep's peaks, or None when no calibration was made.
         peak_flops_override: the user's --peak-tflops (FLOP/s); it replaces the spec-sheet
             peak in mfu_spec (and says so in info).
+        traffic: the step's traffic kind, 'read' or 'read_write': the floor and the ridge
+            point divide by the read or the copy bandwidth (named in info['floor_bandwidth']).
+        cache_resident: whether the working set stays in the last-level cache between calls
+            (profilers.device CachePolicy); True gives no floor, None means unknown.
     """
     achieved = flops / time_s if time_s > 0 else None
     measured = peaks.measured_flop_per_s.get(dtype_key) if peaks and dtype_key else None
-    bandwidth = peaks.measured_copy_bytes_per_s if peaks else None
+    kind = bandwidth_kind(traffic)
+    bandwidth = peaks.bytes_per_s(kind) if peaks else None
     if peak_flops_override:
         spec, spec_source = peak_flops_override, "user: --peak-tflops"
     elif peaks is not None and peaks.spec is not None and dtype_key:
@@ -107,7 +138,8 @@ def roofline_metrics(
     bound = None
     if intensity is not None and ridge is not None:
         bound = "compute" if intensity >= ridge else "memory"
-    floor = _ratio(bytes_moved, bandwidth)
+    floor = None if cache_resident else _ratio(bytes_moved, bandwidth)
+    over = _ratio(time_s, floor)
     metrics = {
         "peak_measured_flop_per_s": measured,
         "mfu_measured": _ratio(achieved, measured),
@@ -117,10 +149,23 @@ def roofline_metrics(
         "arithmetic_intensity": intensity,
         "ridge_point": ridge,
         "bound": bound,
+        "cache_resident": cache_resident,
         "bandwidth_floor_s": floor,
-        "time_over_floor": _ratio(time_s, floor),
+        "time_over_floor": over,
     }
     info = {"peak_dtype": dtype_key, "peak_spec_source": spec_source}
+    if bytes_moved is not None:
+        info["floor_bandwidth"] = kind
+        if cache_resident:
+            info["floor_note"] = (
+                "no bandwidth floor: the working set stays in the last-level cache between calls (cache-resident), "
+                "so DRAM bandwidth bounds nothing"
+            )
+        elif over is not None and over < 1:
+            info["floor_note"] = (
+                f"time below the {kind} bandwidth floor: bytes_moved overstates the traffic, or part of it came "
+                "from a cache the residency check did not see"
+            )
     if peaks is not None:
         info["peak_measured_source"] = peaks.source
     return metrics, info

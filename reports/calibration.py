@@ -5,15 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 from .tables import Cell, Table
-from .units import fmt_bytes, fmt_flops, fmt_rate
+from .units import fmt_bytes, fmt_flops, fmt_rate, plain
+
+# What each bandwidth row measures and counts, and which floors divide by it.
+BANDWIDTH_ROWS = {
+    "read": (
+        "read bandwidth",
+        "torch.sum over {buffer}{span}: bytes read counted; 'read' floors (decode: weights, KV cache) divide by it",
+    ),
+    "copy": (
+        "copy bandwidth",
+        "dst.copy_(src) between the halves of {buffer}{span}: bytes read + written counted; 'read_write' floors "
+        "divide by it",
+    ),
+}
+LEVEL_NOTES = {
+    "full": "level full: every size, normal timer caps",
+    "quick": "level quick: fewer sizes, short timer caps (a sweep's own first calibration); "
+    "`xfbench env --calibrate` measures the full one",
+}
 
 
 def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _quick(level: str | None) -> str:
+    return " [quick]" if level == "quick" else ""
+
+
 def calibration_table(rep: dict[str, Any]) -> Table:
-    """One row per dtype (measured dense matmul peak beside the spec sheet), then copy bandwidth."""
+    """One row per dtype (measured dense matmul peak beside the spec sheet), then read and copy bandwidth."""
     rows = []
     for dtype, m in rep["matmul"].items():
         sizes = ", ".join(f"{n}: {fmt_flops(v)}" for n, v in m["by_size"].items())
@@ -25,26 +47,32 @@ def calibration_table(rep: dict[str, Any]) -> Table:
                 Cell(fmt_flops(m["flop_per_s"]), None if m["flop_per_s"] else "bad"),
                 Cell(fmt_flops(m["spec_flop_per_s"]) if m["spec_flop_per_s"] else "-", "dim"),
                 Cell(_ratio(m["of_spec"])),
-                Cell(sizes, "dim"),
+                Cell(sizes + _quick(m.get("level")), "dim"),
             ]
         )
     spec_bw = rep.get("spec_mem_bytes_per_s")
-    bw = rep.get("copy_bytes_per_s")
-    rows.append(
-        [
-            Cell("copy bandwidth"),
-            Cell(fmt_rate(bw, "B")),
-            Cell(fmt_rate(spec_bw, "B") if spec_bw else "-", "dim"),
-            Cell(_ratio(bw / spec_bw if bw and spec_bw else None)),
-            Cell(f"dst.copy_(src) of {fmt_bytes(rep.get('copy_buffer_bytes'))}, read + write bytes counted", "dim"),
-        ]
-    )
+    cache = rep.get("cache_bytes")
+    for kind, (name, detail) in BANDWIDTH_ROWS.items():
+        bw, buffer = rep.get(f"{kind}_bytes_per_s"), rep.get(f"{kind}_buffer_bytes")
+        if bw is None:
+            continue
+        span = f" ({plain(buffer / cache)}x the {rep['cache_name']} of {fmt_bytes(cache)})" if cache and buffer else ""
+        rows.append(
+            [
+                Cell(name),
+                Cell(fmt_rate(bw, "B")),
+                Cell(fmt_rate(spec_bw, "B") if spec_bw else "-", "dim"),
+                Cell(_ratio(bw / spec_bw if spec_bw else None)),
+                Cell(detail.format(buffer=fmt_bytes(buffer), span=span) + _quick(rep.get(f"{kind}_level")), "dim"),
+            ]
+        )
     how = "cached" if rep["reused"] else f"measured now ({', '.join(rep['measured_now'])}) in {rep['elapsed_s']:.1f} s"
     notes = [
         f"{rep['device']} ({rep['device_name']}), {rep['threads']} torch threads, torch {rep['torch']}, "
         f"clock {rep['clock']}; {how}; calibrated {rep['created_utc']}",
         "measured: best over square sizes of the median time of (n,n)@(n,n), 2n^3 FLOPs; "
         f"spec: {rep['spec']}",
+        LEVEL_NOTES[rep["level"]],
         f"cache: {rep['path']} (--recalibrate refreshes it)",
     ]
     if rep.get("peak_flops_override"):

@@ -1,4 +1,4 @@
-"""Calibration: real (tiny) measurements on CPU, the per-machine cache, spec sheet, CLI wiring."""
+"""Calibration: real (tiny) measurements on CPU, the per-machine cache, levels, spec sheet, CLI wiring."""
 
 import json
 
@@ -9,23 +9,37 @@ from typer.testing import CliRunner
 from xfbench.cli.main import app
 from xfbench.profilers import calibrate as cal_mod
 from xfbench.profilers.calibrate import (
+    calibration_report,
+    dtypes_for,
+    load_or_calibrate,
+    measure_bandwidth,
+    measure_matmul,
+    peaks_for,
+    stream_buffer_bytes,
+    to_peaks,
+)
+from xfbench.profilers.calibration_cache import (
+    CALIBRATION_VERSION,
+    Bandwidth,
+    Calibration,
+    MatmulPeak,
     cache_dir,
     cache_path,
     calibration_key,
-    dtypes_for,
-    load_or_calibrate,
-    measure_matmul,
-    to_peaks,
+    to_measure,
 )
+from xfbench.profilers.device import cache_resident, last_level_cache_bytes
 from xfbench.profilers.specs import SPEC_TABLE, TFLOPS, lookup_spec
+from xfbench.reports.calibration import calibration_table
 from xfbench.reports.store import load_results
 
 from .conftest import fast_policy
 
 CPU = torch.device("cpu")
+MIB = 2**20
 # Tiny, fast measurements: the cache and wiring are under test here, not the machine.
 FAST = fast_policy(warmup_max_s=0.05)
-TINY = dict(sizes=(32, 64), copy_bytes=2**20, policy=FAST)
+TINY = dict(sizes=(32, 64), buffer_bytes=MIB, policy=FAST)
 runner = CliRunner()
 
 
@@ -70,18 +84,65 @@ def test_cache_dir_env_override(tmp_path, monkeypatch):
 def test_measure_matmul_is_real_and_bounded(monkeypatch):
     peak = measure_matmul(CPU, "float32", (32, 64), FAST)
     assert set(peak.by_size) == {32, 64} and peak.flop_per_s == max(peak.by_size.values()) > 0
+    assert peak.level == "full"
     # A size predicted to exceed the per-call bound is skipped, with why.
     monkeypatch.setattr(cal_mod, "MAX_CALL_S", 1e-9)
-    bounded = measure_matmul(CPU, "float32", (32, 4096), FAST)
-    assert set(bounded.by_size) == {32} and "predicted" in bounded.skipped[0]
+    bounded = measure_matmul(CPU, "float32", (32, 4096), FAST, level="quick")
+    assert set(bounded.by_size) == {32} and "predicted" in bounded.skipped[0] and bounded.level == "quick"
+
+
+def test_measure_bandwidth_streams_one_buffer_for_read_and_copy():
+    got = measure_bandwidth(CPU, ("read", "copy"), MIB + 5, FAST, level="quick")
+    assert set(got) == {"read", "copy"}
+    for kind, b in got.items():
+        assert b.kind == kind and b.level == "quick" and b.buffer_bytes == MIB and b.bytes_per_s > 0
+
+
+@pytest.mark.parametrize(
+    "cache, floor, cap, expected",
+    [
+        (480 * MIB, 512 * MIB, 8 * 2**30, 960 * MIB),  # this VM's L3: twice it
+        (None, 512 * MIB, 8 * 2**30, 512 * MIB),  # cache size unknown: the floor
+        (50 * MIB, 2 * 2**30, 64 * 2**30, 2 * 2**30),  # an H100's L2: the floor is already beyond it
+        (480 * MIB, 512 * MIB, 300 * MIB + 3, 300 * MIB),  # little free memory: the cap, a multiple of 8
+    ],
+)
+def test_bandwidth_buffer_spans_twice_the_cache(cache, floor, cap, expected):
+    assert stream_buffer_bytes(cache, floor, cap) == expected
+
+
+def _cal(**levels):
+    """A Calibration literal with one figure per name: 'float32'='quick', 'copy'='full', ..."""
+    kinds = ("read", "copy")
+    matmul = {d: MatmulPeak(dtype=d, level=lv, flop_per_s=1e11) for d, lv in levels.items() if d not in kinds}
+    bandwidth = {k: Bandwidth(kind=k, level=lv, bytes_per_s=1e10, buffer_bytes=MIB) for k, lv in levels.items()
+                 if k in kinds}
+    return Calibration(
+        key={}, created_utc="t", device="cpu", device_name="cpu", threads=1, clock="perf_counter",
+        matmul=matmul, bandwidth=bandwidth,
+    )
+
+
+def test_what_a_request_must_measure():
+    quick = _cal(float32="quick", copy="quick", read="quick")
+    full = _cal(float32="full", copy="full", read="full")
+    assert to_measure(None, ["float32"], ["copy"], "quick") == (["float32"], ["copy"])
+    assert to_measure(quick, ["float32"], ["copy", "read"], "quick") == ([], [])
+    assert to_measure(full, ["float32"], ["copy", "read"], "quick") == ([], [])  # full satisfies quick
+    assert to_measure(quick, ["float32"], ["copy", "read"], "full") == (["float32"], ["copy", "read"])  # upgraded
+    assert to_measure(full, ["float32", "bfloat16"], ["read"], "full") == (["bfloat16"], [])
+    assert to_measure(full, ["float32"], ["read"], "quick", recalibrate=True) == (["float32"], ["read"])
+    assert quick.level == "quick" and full.level == "full"
+    assert _cal(float32="full", read="quick").level == "quick"  # the weakest figure names the level
 
 
 def test_cache_is_reused_extended_and_refreshed(tmp_path):
     first = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, **TINY)
-    assert not first.reused and first.measured == ["float32", "copy"]
+    assert not first.reused and first.measured == ["float32", "read", "copy"]
     assert first.path.exists() and first.path.parent == tmp_path
     c = first.calibration
-    assert c.peak("float32") > 0 and c.copy_bytes_per_s > 0 and c.threads == torch.get_num_threads()
+    assert c.peak("float32") > 0 and c.bytes_per_s("copy") > 0 and c.bytes_per_s("read") > 0
+    assert c.threads == torch.get_num_threads() and c.level == "full"
 
     again = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, **TINY)
     assert again.reused and again.measured == [] and again.calibration == c
@@ -90,17 +151,47 @@ def test_cache_is_reused_extended_and_refreshed(tmp_path):
     assert more.measured == ["bfloat16"] and more.calibration.peak("float32") == c.peak("float32")
 
     fresh = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, recalibrate=True, **TINY)
-    assert not fresh.reused and fresh.measured == ["float32", "copy"]
+    assert not fresh.reused and fresh.measured == ["float32", "read", "copy"]
     assert "bfloat16" in fresh.calibration.matmul  # other cached dtypes are kept
 
 
-@pytest.mark.parametrize("garbage", ["{not json", '{"version": 1}', "[]", ""])
+def test_a_quick_cache_is_upgraded_by_a_full_request_and_a_full_one_serves_quick(tmp_path):
+    quick = load_or_calibrate(CPU, dtypes=["float32"], bandwidths=["read"], level="quick", directory=tmp_path, **TINY)
+    assert quick.measured == ["float32", "read"] and quick.calibration.level == "quick"
+    assert to_peaks(quick).level == "quick" and to_peaks(quick).measured_copy_bytes_per_s is None
+    full = load_or_calibrate(CPU, dtypes=["float32"], level="full", directory=tmp_path, **TINY)
+    assert full.measured == ["float32", "read", "copy"] and full.calibration.level == "full"
+    served = load_or_calibrate(CPU, dtypes=["float32"], level="quick", directory=tmp_path, **TINY)
+    assert served.reused and served.calibration.level == "full"
+
+
+def test_peaks_for_measures_what_the_sweep_needs(tmp_path):
+    peaks, res = peaks_for(CPU, ["float32", None], threads=1, traffic_kinds=["read"], directory=tmp_path, **TINY)
+    assert res.measured == ["float32", "read"] and res.calibration.threads == 1
+    assert peaks.level == "quick" and peaks.measured_read_bytes_per_s == res.calibration.bytes_per_s("read") > 0
+    assert peaks.measured_copy_bytes_per_s is None and peaks.source.startswith("quick calibration ")
+    more, res = peaks_for(CPU, ["float32"], threads=1, traffic_kinds=["read", "read_write"], directory=tmp_path, **TINY)
+    assert res.measured == ["copy"] and more.measured_copy_bytes_per_s > 0
+    with pytest.raises(ValueError, match="unknown traffic kind 'write'"):
+        peaks_for(CPU, ["float32"], traffic_kinds=["write"], directory=tmp_path, **TINY)
+
+
+@pytest.mark.parametrize("garbage", ["{not json", f'{{"version": {CALIBRATION_VERSION}}}', "[]", ""])
 def test_corrupt_cache_is_recalibrated_with_a_note(tmp_path, garbage):
     path = cache_path(calibration_key(CPU), tmp_path)
     path.write_text(garbage)
     res = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, **TINY)
     assert not res.reused and any("corrupt" in n and "recalibrating" in n for n in res.notes)
     assert json.loads(path.read_text())["matmul"]["float32"]["flop_per_s"] > 0
+
+
+def test_an_older_cache_version_is_remeasured_with_a_note(tmp_path):
+    # Version 1 had one copy figure and no read bandwidth.
+    path = cache_path(calibration_key(CPU), tmp_path)
+    path.write_text(json.dumps({"version": 1, "copy_bytes_per_s": 1e10}))
+    res = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, **TINY)
+    assert f"has version 1, not {CALIBRATION_VERSION}; recalibrating" in res.notes[0]
+    assert res.measured == ["float32", "read", "copy"]
 
 
 @pytest.mark.parametrize(
@@ -110,8 +201,9 @@ def test_corrupt_cache_is_recalibrated_with_a_note(tmp_path, garbage):
         (("matmul", "float32", "flop_per_s"), float("inf"), "matmul.float32.flop_per_s"),
         (("matmul", "float32", "flop_per_s"), -1e9, "matmul.float32.flop_per_s"),
         (("matmul", "float32", "by_size", "64"), float("nan"), "matmul.float32.by_size.64"),
-        (("copy_bytes_per_s",), -1e9, "copy_bytes_per_s"),
-        (("copy_bytes_per_s",), 0.0, "copy_bytes_per_s"),
+        (("matmul", "float32", "level"), "medium", "matmul.float32.level"),
+        (("bandwidth", "copy", "bytes_per_s"), -1e9, "bandwidth.copy.bytes_per_s"),
+        (("bandwidth", "read", "bytes_per_s"), 0.0, "bandwidth.read.bytes_per_s"),
     ],
 )
 def test_cache_with_impossible_figures_is_recalibrated_with_a_note(tmp_path, monkeypatch, field, value, where):
@@ -127,13 +219,13 @@ def test_cache_with_impossible_figures_is_recalibrated_with_a_note(tmp_path, mon
     node[last] = value
     good.path.write_text(json.dumps(d))
     res = load_or_calibrate(CPU, dtypes=["float32"], **TINY)
-    assert not res.reused and res.measured == ["float32", "copy"]
+    assert not res.reused and res.measured == ["float32", "read", "copy"]
     (note,) = [n for n in res.notes if "corrupt" in n]  # a load note may sit beside it on a busy machine
     assert where in note and "recalibrating" in note
     fixed = json.loads(res.path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the rewritten cache"))
-    assert fixed["matmul"]["float32"]["flop_per_s"] > 0 and fixed["copy_bytes_per_s"] > 0
+    assert fixed["matmul"]["float32"]["flop_per_s"] > 0 and fixed["bandwidth"]["copy"]["bytes_per_s"] > 0
     assert all(v > 0 for v in fixed["matmul"]["float32"]["by_size"].values())
-    assert to_peaks(res).measured_copy_bytes_per_s > 0
+    assert to_peaks(res).measured_read_bytes_per_s > 0
 
 
 def test_calibration_key_counts_usable_cores():
@@ -160,23 +252,52 @@ def test_to_peaks_on_cpu_has_no_spec(tmp_path):
     peaks = to_peaks(res)
     assert peaks.spec is None and peaks.spec_status() == "no spec-sheet peak for CPUs"
     assert peaks.measured_flop_per_s["float32"] == res.calibration.peak("float32")
-    assert str(res.path) in peaks.source
+    assert peaks.measured_copy_bytes_per_s == res.calibration.bytes_per_s("copy")
+    assert peaks.measured_read_bytes_per_s == res.calibration.bytes_per_s("read")
+    assert peaks.level == "full" and str(res.path) in peaks.source and peaks.source.startswith("full calibration ")
+    assert peaks.summary()["measured_read_bytes_per_s"] == peaks.measured_read_bytes_per_s
+
+
+def test_calibration_table_names_both_bandwidths_and_what_they_count(tmp_path):
+    res = load_or_calibrate(CPU, dtypes=["float32"], directory=tmp_path, **TINY)
+    res.calibration.cache_bytes = MIB // 2  # the tiny buffer is then 2x the cache
+    table = calibration_table(calibration_report(res))
+    rows = {r[0].text: r for r in table.rows}
+    assert list(rows) == ["float32 matmul", "read bandwidth", "copy bandwidth"]
+    assert rows["read bandwidth"][4].text.startswith("torch.sum over 1 MiB (2x the LLC of 512 KiB): bytes read counted")
+    assert rows["copy bandwidth"][4].text.startswith(
+        "dst.copy_(src) between the halves of 1 MiB (2x the LLC of 512 KiB): bytes read + written counted"
+    )
+    assert "level full: every size, normal timer caps" in table.notes
 
 
 def _seed_cli_cache(dtypes):
-    """Fill the session's cache (conftest sets XFBENCH_CACHE_DIR) so CLI runs reuse a tiny calibration."""
+    """Fill this test's cache (conftest sets XFBENCH_CACHE_DIR) so CLI runs reuse a tiny full calibration."""
     return load_or_calibrate(CPU, dtypes=dtypes, **TINY)
 
 
-def test_env_calibrate_reuses_the_cache():
+def test_env_calibrate_reuses_the_cache_and_shows_read_and_copy_bandwidth():
     _seed_cli_cache(["float32", "bfloat16", "float16"])
     result = runner.invoke(app, ["env", "--calibrate", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "float32 matmul" in result.output and "bfloat16 matmul" in result.output
-    assert "copy bandwidth" in result.output and "cached" in result.output
+    assert "read bandwidth" in result.output and "copy bandwidth" in result.output and "cached" in result.output
     as_json = runner.invoke(app, ["env", "--calibrate", "--device", "cpu", "--json"])
     cal = json.loads(as_json.output)["calibration"]
-    assert cal["reused"] and cal["matmul"]["float32"]["flop_per_s"] > 0
+    assert cal["reused"] and cal["matmul"]["float32"]["flop_per_s"] > 0 and cal["level"] == "full"
+    assert cal["read_bytes_per_s"] > 0 and cal["copy_bytes_per_s"] > 0
+
+
+def test_env_calibrate_upgrades_a_quick_cache_to_the_full_calibration(monkeypatch):
+    load_or_calibrate(CPU, dtypes=["float32"], level="quick", **TINY)
+    monkeypatch.setattr(cal_mod, "CPU_SIZES", (32, 64))
+    monkeypatch.setattr(cal_mod, "CALIBRATION_POLICY", FAST)
+    monkeypatch.setattr(cal_mod, "POLICIES", {"quick": FAST, "full": FAST})
+    monkeypatch.setattr(cal_mod, "default_buffer_bytes", lambda device: MIB)
+    result = runner.invoke(app, ["env", "--calibrate", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    cal = json.loads(result.output)["calibration"]
+    assert cal["measured_now"] == ["float32", "bfloat16", "float16", "read", "copy"] and cal["level"] == "full"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
@@ -194,7 +315,9 @@ def test_attention_sweep_records_roofline_against_calibration(tmp_path):
             "--device", "cpu", "--impl", "sdpa", "--no-memory", "--out", str(tmp_path), "--peak-tflops", "1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "of peak" in result.output and "calibration (cached" in result.output
+    assert "of peak" in result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("calibration (")]
+    assert "cached" in line
     run = load_results(tmp_path)
     cal = run.header.environment["calibration"]
     assert cal["measured_flop_per_s"]["float32"] == res.calibration.peak("float32")
@@ -208,7 +331,13 @@ def test_attention_sweep_records_roofline_against_calibration(tmp_path):
     assert m["bytes_moved_per_call"] == 4 * 2 * 64 * 16 * 4
     assert m["arithmetic_intensity"] == pytest.approx(m["flops_per_call"] / m["bytes_moved_per_call"])
     assert m["bound"] in ("compute", "memory")
-    assert m["time_over_floor"] == pytest.approx(sdpa.time.median_s / m["bandwidth_floor_s"])
+    assert m["ridge_point"] == pytest.approx(res.calibration.peak("float32") / res.calibration.bytes_per_s("copy"))
+    # Its working set (q, k, v, out: 32 KiB) fits in any LLC: cache-resident, so no DRAM floor.
+    assert m["cache_resident"] is cache_resident(4 * 2 * 64 * 16 * 4, last_level_cache_bytes(CPU))
+    if m["cache_resident"]:
+        assert m["bandwidth_floor_s"] is None and "cache-resident" in sdpa.info["floor_note"]
+    else:
+        assert m["time_over_floor"] == pytest.approx(sdpa.time.median_s / m["bandwidth_floor_s"])
 
 
 def test_no_calibrate_leaves_peak_metrics_none(tmp_path):

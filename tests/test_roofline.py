@@ -15,7 +15,10 @@ from xfbench.reports.schema import Record, TimeStats
 from xfbench.reports.tables import result_cell, results_tables
 from xfbench.workloads.attention import attention_bytes, lstm_bytes
 
-CPU_PEAKS = Peaks("cpu", "AMD EPYC", {"float32": 2e11}, 1e10, None, "test", 2)
+CPU_PEAKS = Peaks(
+    "cpu", "AMD EPYC", {"float32": 2e11}, measured_copy_bytes_per_s=1e10, measured_read_bytes_per_s=2e10,
+    source="test", level="full", threads=2,
+)
 
 
 def test_roofline_against_measured_peaks():
@@ -27,7 +30,51 @@ def test_roofline_against_measured_peaks():
     assert m["bound"] == "compute"
     assert m["bandwidth_floor_s"] == pytest.approx(1e-3)
     assert m["time_over_floor"] == pytest.approx(10.0)
+    assert m["cache_resident"] is None and info["floor_bandwidth"] == "copy" and "floor_note" not in info
     assert m["mfu_spec"] is None and info["peak_spec_source"] == "no spec-sheet peak for CPUs"
+
+
+def test_a_read_floor_divides_by_the_read_bandwidth():
+    # Decode-like: 40 MB read per call in 3 ms. Read bandwidth 2e10 B/s: floor 2 ms, ridge 2e11 / 2e10 = 10.
+    # (Against the copy bandwidth 1e10, read + write bytes, the floor would be 4 ms: above the time.)
+    m, info = roofline_metrics(
+        flops=4e7, bytes_moved=4e7, time_s=3e-3, dtype_key="float32", peaks=CPU_PEAKS, traffic="read",
+        cache_resident=False,
+    )
+    assert m["bandwidth_floor_s"] == pytest.approx(2e-3)
+    assert m["time_over_floor"] == pytest.approx(1.5)
+    assert m["ridge_point"] == pytest.approx(10.0)
+    assert info["floor_bandwidth"] == "read" and m["cache_resident"] is False
+    rw, rw_info = roofline_metrics(
+        flops=4e7, bytes_moved=4e7, time_s=3e-3, dtype_key="float32", peaks=CPU_PEAKS, traffic="read_write"
+    )
+    assert rw["bandwidth_floor_s"] == pytest.approx(4e-3) and rw["ridge_point"] == pytest.approx(20.0)
+    assert rw_info["floor_bandwidth"] == "copy"
+
+
+def test_a_cache_resident_working_set_gets_no_dram_floor():
+    m, info = roofline_metrics(
+        flops=4e7, bytes_moved=4e7, time_s=1e-3, dtype_key="float32", peaks=CPU_PEAKS, traffic="read",
+        cache_resident=True,
+    )
+    assert m["cache_resident"] is True
+    assert m["bandwidth_floor_s"] is None and m["time_over_floor"] is None
+    assert "cache-resident" in info["floor_note"] and info["floor_bandwidth"] == "read"
+    assert m["arithmetic_intensity"] == pytest.approx(1.0) and m["bound"] == "memory"  # the roofline still places it
+
+
+def test_a_time_below_a_floor_is_explained():
+    m, info = roofline_metrics(
+        flops=4e7, bytes_moved=4e7, time_s=1e-3, dtype_key="float32", peaks=CPU_PEAKS, traffic="read",
+        cache_resident=False,
+    )
+    assert m["time_over_floor"] == pytest.approx(0.5)
+    assert info["floor_note"].startswith("time below the read bandwidth floor")
+
+
+def test_unknown_traffic_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown traffic kind 'write'"):
+        roofline_metrics(flops=1.0, bytes_moved=1.0, time_s=1.0, dtype_key=None, peaks=None, traffic="write")
 
 
 def test_memory_bound_and_user_peak():
@@ -40,10 +87,11 @@ def test_memory_bound_and_user_peak():
 
 
 def test_spec_mfu_on_a_known_gpu_and_flag_on_an_unknown_one():
-    h100 = Peaks("cuda", "NVIDIA H100 80GB HBM3", {"bfloat16": 7e14}, 3e12, lookup_spec("NVIDIA H100 80GB HBM3"))
+    h100 = Peaks("cuda", "NVIDIA H100 80GB HBM3", {"bfloat16": 7e14}, 3e12, spec=lookup_spec("NVIDIA H100 80GB HBM3"))
     m, info = roofline_metrics(flops=989.5e12, bytes_moved=None, time_s=2.0, dtype_key="bfloat16", peaks=h100)
     assert m["mfu_spec"] == pytest.approx(0.5) and "H100 SXM" in info["peak_spec_source"]
     assert m["bandwidth_floor_s"] is None and m["arithmetic_intensity"] is None and m["bound"] is None
+    assert "floor_bandwidth" not in info  # no bytes, no floor to name
     odd = Peaks("cuda", "NVIDIA Mystery 9000", {"bfloat16": 1e14}, 1e12, None)
     m, info = roofline_metrics(flops=1e12, bytes_moved=1e9, time_s=1.0, dtype_key="bfloat16", peaks=odd)
     assert m["mfu_spec"] is None and m["mfu_measured"] == pytest.approx(0.01)
@@ -82,7 +130,7 @@ def test_warnings_are_pure():
     assert not oversubscribed(1.0, demand_cores=1, usable_cores=2)  # a free core for it
     assert not oversubscribed(None, demand_cores=2, usable_cores=2)
     got = window_warnings(
-        throttle_reasons=["sw_power_cap"], other_gpu_processes=[{"pid": 7, "used_bytes": 1}],
+        throttle_reasons=["sw_thermal_slowdown", "sw_power_cap"], other_gpu_processes=[{"pid": 7, "used_bytes": 1}],
         other_busy_cores=1.0, demand_cores=2, usable_cores=2,
     )
     assert got == [
