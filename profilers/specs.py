@@ -1,7 +1,8 @@
 """Spec-sheet DENSE peaks of known NVIDIA GPUs, matched by device name; unknown devices say so.
 
 These are vendor datasheet numbers, never measurements: MFU against them is labelled
-"spec" and sits beside MFU against the measured peak (profilers.calibrate). Tensor-core
+"spec" and sits beside MFU against the measured peak (profilers.calibrate). A MIG slice
+gets none: it has only part of the chip (spec_for says so). Tensor-core
 figures are the dense ones; datasheets print 2:4 structured-sparsity figures (2x) first,
 and those are never used here. Units: FLOP/s and bytes/s (SI).
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 TFLOPS = 1e12
 GBPS = 1e9
@@ -80,12 +82,39 @@ SPEC_TABLE: list[tuple[str, SpecPeaks]] = [
 ]
 
 
-def lookup_spec(device_name: str | None) -> SpecPeaks | None:
-    """The datasheet entry for a device name, or None for an unknown device (or a CPU)."""
-    if not device_name:
-        return None
-    name = device_name.lower()
+# CUDA and NVML name a MIG slice after its parent plus its profile, e.g.
+# "NVIDIA A100-SXM4-40GB MIG 1g.5gb", "NVIDIA H100 80GB HBM3 MIG 3g.40gb".
+_MIG_NAME = re.compile(r"\bmig\s+\d+g\.\d+gb\b", re.IGNORECASE)
+MIG_NO_SPEC = (
+    "MIG slice: it has a fraction of the chip's SMs and memory bandwidth, so the full chip's datasheet "
+    "peak does not apply (MFU is against the measured peak only)"
+)
+
+
+def is_mig_name(device_name: str | None) -> bool:
+    """Does the device name say it is a MIG slice (its profile, e.g. 'MIG 1g.5gb')?"""
+    return bool(device_name and _MIG_NAME.search(device_name))
+
+
+class SpecMatch(NamedTuple):
+    """The datasheet entry for a device, or None with the reason."""
+
+    spec: SpecPeaks | None
+    reason: str | None
+
+
+def spec_for(device_name: str | None, mig: bool = False) -> SpecMatch:
+    """The datasheet entry of a device; none for a MIG slice (`mig`, or a MIG name), an unknown
+    device or a CPU, with the reason."""
+    if mig or is_mig_name(device_name):
+        return SpecMatch(None, MIG_NO_SPEC)
+    name = (device_name or "").lower()
     for pattern, spec in SPEC_TABLE:
-        if re.search(pattern, name):
-            return spec
-    return None
+        if name and re.search(pattern, name):
+            return SpecMatch(spec, None)
+    return SpecMatch(None, f"no datasheet entry for '{device_name}'" if device_name else "no device name")
+
+
+def lookup_spec(device_name: str | None) -> SpecPeaks | None:
+    """The datasheet entry for a device name (None for an unknown device, a CPU or a MIG slice)."""
+    return spec_for(device_name).spec

@@ -5,7 +5,9 @@ runs; the window is synchronized at both ends. Energy is the delta of NVML's tot
 counter (nvmlDeviceGetTotalEnergyConsumption, mJ, Volta and newer) over the window: an
 NVML measurement of the whole board, labelled as such. Where NVML is absent (no driver,
 a CPU device, an unsupported counter, a window too short) every figure is None and a
-reason says why -- never a silent 0 J, never an exception.
+reason says why -- never a silent 0 J, never an exception. A MIG slice is found among
+its parent GPU's MIG devices; it gets the parent's clocks and reasons, the slice's memory,
+and no power or energy (the board's is shared by every slice), with the reason.
 
 The hardware boundary is the Sampler protocol (NvmlSampler reads a real device); the
 summary of a window is pure and lives in telemetry_agg.py, so tests drive the same
@@ -14,6 +16,7 @@ windows and aggregation with a recorded series.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -23,8 +26,9 @@ from typing import Any, Protocol
 import torch
 
 from .device import allocated_bytes, reserved_bytes, synchronize
-from .nvml import init_nvml, nvml_text, query_failed, shutdown_nvml
+from .nvml import init_nvml, list_gpus, match_device, nvml_text, query_failed, shutdown_nvml
 from .telemetry_agg import (
+    MIG_ENERGY_REASON,
     MIN_ENERGY_WINDOW_S,
     SAMPLE_INTERVAL_S,
     Sample,
@@ -36,6 +40,13 @@ from .telemetry_agg import (
 
 # How long the optional idle-power baseline samples the idle device.
 IDLE_BASELINE_S = 2.0
+# Before it, wait for a warm device to cool down: read power every SETTLE_STEP_S until the
+# last SETTLE_READINGS readings fell by at most SETTLE_DROP_REL in all (NVML power is an
+# average over up to ~1 s, so the readings span more than that), or SETTLE_MAX_S passed.
+SETTLE_STEP_S = 0.5
+SETTLE_READINGS = 3
+SETTLE_DROP_REL = 0.02
+SETTLE_MAX_S = 20.0
 
 
 class Sampler(Protocol):
@@ -57,16 +68,6 @@ class Sampler(Protocol):
 # --- the real device ----------------------------------------------------------------
 
 
-def _norm_uuid(u: str | None) -> str | None:
-    if not u:
-        return None
-    u = u.strip().lower()
-    for prefix in ("gpu-", "mig-"):
-        if u.startswith(prefix):
-            u = u[len(prefix):]
-    return u
-
-
 def _permanent_errors(nv) -> tuple[type, ...]:
     """NVML errors that will not go away by asking again."""
     names = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_NoPermission")
@@ -74,23 +75,25 @@ def _permanent_errors(nv) -> tuple[type, ...]:
 
 
 class NvmlSampler:
-    """Reads one NVML device handle.
+    """Reads one NVML device handle (and, for a MIG slice, the slice's own handle).
 
     Args:
         nv: the initialised pynvml module (from init_nvml; open_telemetry does it).
-        handle: the device's NVML handle.
+        handle: the GPU's NVML handle (a MIG slice's parent): clocks, reasons, power, temperature.
+        slice_handle: a MIG slice's handle, for what NVML reads per slice (memory, processes).
     """
 
-    def __init__(self, nv: Any, handle: Any):
+    def __init__(self, nv: Any, handle: Any, slice_handle: Any = None):
         self.nv = nv
         self.handle = handle
+        self.slice_handle = slice_handle if slice_handle is not None else handle
         self.unsupported: dict[str, str] = {}
 
-    def _get(self, name: str, fn, *args):
+    def _get(self, name: str, fn, *args, handle: Any = None):
         if name in self.unsupported:
             return None
         try:
-            return fn(self.handle, *args)
+            return fn(self.handle if handle is None else handle, *args)
         except self.nv.NVMLError as e:
             # Only a field the device or driver cannot give is dropped for the rest of the sweep;
             # a transient error (timeout, unknown) just misses this one sample.
@@ -118,7 +121,7 @@ class NvmlSampler:
         nv = self.nv
         t = time.perf_counter()
         util = self._get("utilization", nv.nvmlDeviceGetUtilizationRates)
-        mem = self._get("memory", nv.nvmlDeviceGetMemoryInfo)
+        mem = self._get("memory", nv.nvmlDeviceGetMemoryInfo, handle=self.slice_handle)
         reasons = self._reasons()
         if reasons is not None:
             self.unsupported.pop("reasons", None)
@@ -136,7 +139,7 @@ class NvmlSampler:
         )
 
     def processes(self) -> list[tuple[int, int | None]]:
-        procs = self._get("processes", self.nv.nvmlDeviceGetComputeRunningProcesses) or []
+        procs = self._get("processes", self.nv.nvmlDeviceGetComputeRunningProcesses, handle=self.slice_handle) or []
         return [(int(p.pid), int(p.usedGpuMemory) if p.usedGpuMemory is not None else None) for p in procs]
 
     def state(self) -> dict[str, Any]:
@@ -153,27 +156,11 @@ class NvmlSampler:
         }
 
 
-def nvml_index_for(nv: Any, device: torch.device) -> tuple[int | None, str | None, str | None]:
-    """(NVML index, device UUID, why not) of a CUDA device, matched by UUID.
-
-    torch's index counts only CUDA_VISIBLE_DEVICES, in CUDA's order; NVML sees every GPU in
-    PCI order. The UUID is the same in both, so match on it; never assume equal indices.
-    `nv` is the initialised pynvml module.
-    """
+def torch_identity(device: torch.device) -> tuple[str | None, tuple, str]:
+    """(UUID, PCI (domain, bus, device), name) of a CUDA device as torch reports it."""
     props = torch.cuda.get_device_properties(device)
-    want = _norm_uuid(str(getattr(props, "uuid", "") or ""))
-    # Fallback key: PCI (domain, bus, device), which torch and NVML both report.
     pci = tuple(getattr(props, f"pci_{k}_id", None) for k in ("domain", "bus", "device"))
-    for i in range(nv.nvmlDeviceGetCount()):
-        h = nv.nvmlDeviceGetHandleByIndex(i)
-        uuid = nvml_text(nv.nvmlDeviceGetUUID(h))
-        if want and _norm_uuid(uuid) == want:
-            return i, uuid, None
-        if None not in pci:
-            info = nv.nvmlDeviceGetPciInfo(h)
-            if (int(info.domain), int(info.bus), int(info.device)) == pci:
-                return i, uuid, None
-    return None, want, f"device UUID {want} / PCI {pci} not among NVML's devices (a MIG instance?)"
+    return str(getattr(props, "uuid", "") or "") or None, pci, props.name
 
 
 class Window:
@@ -187,16 +174,18 @@ class Window:
         min_window_s: energy needs at least this long.
         interval_s: background sampling period.
         meta: static facts copied into the result (NVML index, UUID, power limit).
+        mig: the device is a MIG slice (no power or energy of its own).
     """
 
     def __init__(self, sampler: Sampler, device: torch.device, run=None, *,
                  min_window_s: float = MIN_ENERGY_WINDOW_S, interval_s: float = SAMPLE_INTERVAL_S,
-                 meta: dict[str, Any] | None = None):
+                 meta: dict[str, Any] | None = None, mig: bool = False):
         self.sampler, self.device, self.run = sampler, device, run
         self.meta = dict(meta or {})
-        self.min_window_s, self.interval_s = min_window_s, interval_s
+        self.min_window_s, self.interval_s, self.mig = min_window_s, interval_s, mig
         self.series: list[Sample] = []
         self.extra_calls = 0
+        self.extension_chunks = 0
         self._stop = threading.Event()
 
     def _loop(self) -> None:
@@ -213,11 +202,7 @@ class Window:
     def __exit__(self, *exc) -> None:
         try:
             if exc[0] is None and self.run is not None:
-                synchronize(self.device)
-                while time.perf_counter() - self.start.t_s < self.min_window_s:
-                    self.run()
-                    self.extra_calls += 1
-                    synchronize(self.device)
+                self._extend()
             synchronize(self.device)
         finally:
             self._stop.set()
@@ -225,19 +210,48 @@ class Window:
         self.end = self.sampler.read()
         self.procs = self.sampler.processes()
 
+    def _extend(self) -> None:
+        """Run the step until the window lasts min_window_s: one call first to time it, then chunks
+        sized to the time left at the measured per-call time, one synchronize per chunk."""
+        synchronize(self.device)
+        per_call_s = None
+        while (left_s := self.min_window_s - (time.perf_counter() - self.start.t_s)) > 0:
+            calls = extension_calls(left_s, per_call_s)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                self.run()
+            synchronize(self.device)
+            per_call_s = (time.perf_counter() - t0) / calls
+            self.extra_calls += calls
+            self.extension_chunks += 1
+
     def result(self, calls: int, tokens_per_call: float | None, idle_power_w: float | None = None) -> dict[str, Any]:
         """The telemetry dict of this window; `calls` counts the timed calls (extra ones are added)."""
         out = aggregate(
             self.start, self.end, self.series, calls=calls + self.extra_calls, tokens_per_call=tokens_per_call,
             idle_power_w=idle_power_w, unsupported=self.sampler.unsupported, min_window_s=self.min_window_s,
-            interval_s=self.interval_s,
+            interval_s=self.interval_s, mig=self.mig,
         )
         own, others, note = split_processes(self.procs, os.getpid())
         out.update(self.meta)
         out["extra_calls"] = self.extra_calls
+        out["extension_chunks"] = self.extension_chunks
         out["other_processes"] = others
         out["gpu_memory"] = gpu_memory(self.device, own, self.end.mem_used_bytes, note)
         return out
+
+
+def extension_calls(left_s: float, per_call_s: float | None) -> int:
+    """Calls of the next extension chunk: one while the per-call time is unknown, else enough for `left_s`."""
+    return 1 if per_call_s is None or per_call_s <= 0 else max(1, math.ceil(left_s / per_call_s))
+
+
+def power_settled(watts: list[float]) -> bool:
+    """Pure: the last SETTLE_READINGS power readings fell by at most SETTLE_DROP_REL in all."""
+    if len(watts) < SETTLE_READINGS:
+        return False
+    first = watts[-SETTLE_READINGS]
+    return first - watts[-1] <= SETTLE_DROP_REL * first
 
 
 def gpu_memory(
@@ -258,7 +272,6 @@ class NullWindow:
 
     def __init__(self, reason: str):
         self.reason = reason
-        self.extra_calls = 0
 
     def __enter__(self) -> NullWindow:
         return self
@@ -278,7 +291,9 @@ class Telemetry:
         device: the case's device.
         sampler: None when telemetry is unavailable; `reason` then says why.
         reason: why there is no telemetry.
-        nvml_index, device_uuid: which NVML device the torch device maps to.
+        nvml_index, device_uuid: which NVML device the torch device maps to (MIG: the parent's
+            index and the slice's UUID).
+        mig: the device is a MIG slice.
         nv: the pynvml module while this object holds an NVML initialisation (close() ends it).
     """
 
@@ -287,12 +302,9 @@ class Telemetry:
     reason: str | None = None
     nvml_index: int | None = None
     device_uuid: str | None = None
+    mig: bool = False
     nv: Any = field(default=None, repr=False)
     _limit_w: float | None = field(default=None, repr=False)
-
-    @property
-    def available(self) -> bool:
-        return self.sampler is not None
 
     def window(self, run=None, **kw) -> Window | NullWindow:
         if self.sampler is None:
@@ -300,21 +312,46 @@ class Telemetry:
         if self._limit_w is None:
             self._limit_w = self.sampler.state().get("power_limit_w")
         meta = {"nvml_index": self.nvml_index, "device_uuid": self.device_uuid, "power_limit_w": self._limit_w}
-        return Window(self.sampler, self.device, run, meta=meta, **kw)
+        return Window(self.sampler, self.device, run, meta=meta, mig=self.mig, **kw)
 
-    def idle_power(self, seconds: float = IDLE_BASELINE_S) -> tuple[float | None, str]:
-        """Mean board power of the idle device over `seconds` (energy counter if it works)."""
+    def idle_power(
+        self, seconds: float = IDLE_BASELINE_S, *, settle_max_s: float = SETTLE_MAX_S,
+        settle_step_s: float = SETTLE_STEP_S,
+    ) -> tuple[float | None, str]:
+        """Mean board power of the idle device over `seconds` (energy counter if it works), after
+        waiting (at most settle_max_s) for a warm device's power to stop falling."""
         if self.sampler is None:
             return None, f"no idle baseline: {self.reason}"
+        if self.mig:
+            return None, f"no idle baseline: {MIG_ENERGY_REASON}"
         synchronize(self.device)
+        settle = self._settle(settle_max_s, settle_step_s)
         with Window(self.sampler, self.device, None, min_window_s=seconds) as w:
             time.sleep(seconds)
         agg = aggregate(w.start, w.end, w.series, calls=0, tokens_per_call=None, min_window_s=seconds * 0.9)
         if agg["energy_j"] is not None:
-            return agg["energy_j"] / agg["window_s"], f"energy counter over {agg['window_s']:.2f} s idle"
+            return agg["energy_j"] / agg["window_s"], f"{settle}; energy counter over {agg['window_s']:.2f} s idle"
         if agg["power_mean_w"] is not None:
-            return agg["power_mean_w"], f"mean of {agg['samples']} power readings over {agg['window_s']:.2f} s idle"
+            return agg["power_mean_w"], (
+                f"{settle}; mean of {agg['samples']} power readings over {agg['window_s']:.2f} s idle"
+            )
         return None, f"no idle baseline: {agg['energy_reason']}"
+
+    def _settle(self, max_s: float, step_s: float) -> str:
+        """Read power until it stops falling (power_settled) or max_s passed; says which."""
+        watts: list[float] = []
+        t0 = time.perf_counter()
+        while True:
+            mw = self.sampler.read().power_mw
+            if mw is None:
+                return "power not read, so not waited for to settle"
+            watts.append(mw / 1e3)
+            span = f"power {watts[0]:.0f} -> {watts[-1]:.0f} W over {len(watts)} readings {step_s:g} s apart"
+            if power_settled(watts):
+                return f"settled: {span} (the last {SETTLE_READINGS} within {SETTLE_DROP_REL:.0%})"
+            if time.perf_counter() - t0 >= max_s:
+                return f"not settled within {max_s:g} s: {span}, still falling"
+            time.sleep(step_s)
 
     def state(self) -> dict[str, Any]:
         """Device facts for `doctor` and the environment header; reason when unavailable."""
@@ -326,6 +363,7 @@ class Telemetry:
             "available": True,
             "reason": None,
             "nvml_index": self.nvml_index,
+            "mig": self.mig,
             **self.sampler.state(),
             "sm_clock_mhz": s.sm_clock_mhz,
             "mem_clock_mhz": s.mem_clock_mhz,
@@ -361,13 +399,16 @@ def open_telemetry(device: torch.device, enabled: bool = True) -> Telemetry:
         return Telemetry(device, reason=why)
     tel = Telemetry(device, nv=nv)
     try:
-        index, uuid, why = nvml_index_for(nv, device)
-        if index is None:
-            tel.reason = why
+        match = match_device(*torch_identity(device), list_gpus(nv))
+        tel.mig = match.mig
+        if match.index is None:
+            tel.reason = match.reason
             tel.close()
             return tel
-        tel.nvml_index, tel.device_uuid = index, uuid
-        tel.sampler = NvmlSampler(nv, nv.nvmlDeviceGetHandleByIndex(index))
+        tel.nvml_index, tel.device_uuid = match.index, match.uuid
+        handle = nv.nvmlDeviceGetHandleByIndex(match.index)
+        mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, match.mig_index) if match.mig_index is not None else None
+        tel.sampler = NvmlSampler(nv, handle, mig)
     except nv.NVMLError as e:
         tel.reason = query_failed(e)
         tel.close()

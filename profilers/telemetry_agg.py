@@ -10,11 +10,15 @@ literal series.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # Background sampling period of power, clocks, reasons, temperature and utilization.
-SAMPLE_INTERVAL_S = 0.020
+# Energy comes from the counter delta between the window's two ends, not from these
+# samples, which only summarize power and clocks (and NVML refreshes power every ~20-100
+# ms anyway): 100 ms is enough, and keeps the sampling thread's GIL and driver calls out
+# of the way of a launch-bound step's Python dispatch.
+SAMPLE_INTERVAL_S = 0.100
 # NVML's power and energy readings refresh every few tens to ~100 ms (GPU and driver
 # dependent), so the energy of a window carries up to one refresh of error at each end.
 # A window is extended (the step keeps running) until it is at least this long, which
@@ -45,9 +49,21 @@ THROTTLE_REASONS = frozenset(
         "hw_power_brake_slowdown", "board_limit", "reliability",
     }
 )
+# The ones that are a fault of the set-up (heat, a hardware slowdown signal, an external
+# power brake): the `throttled` warning. sw_power_cap is not among them: a large GEMM holds
+# the board at its power limit by design (clocks settle where power = TDP), so it is only
+# recorded (clocks_event_reasons, throttle_reasons).
+SLOWDOWN_REASONS = frozenset({"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
 
 ENERGY_METHOD = "NVML total energy counter delta (whole board; nvmlDeviceGetTotalEnergyConsumption)"
 POWER_METHOD = "NVML power readings (nvmlDeviceGetPowerUsage) sampled every {:g} ms"
+# What the figures describe: the whole GPU, or (MIG) the parent GPU of the slice a case ran on.
+SCOPE_GPU = "gpu"
+SCOPE_MIG = "mig_slice: clocks, reasons and temperature are the parent GPU's; memory is the slice's"
+MIG_ENERGY_REASON = (
+    "MIG slice: NVML reads power and energy only for the whole board, which the other slices share, "
+    "so none is attributed to this case"
+)
 
 
 def decode_reasons(mask: int | None) -> list[str]:
@@ -75,6 +91,7 @@ class Sample:
     util_gpu_pct: float | None = None
     util_mem_pct: float | None = None
     mem_used_bytes: int | None = None
+
 
 def _mean(xs: list[float]) -> float | None:
     return math.fsum(xs) / len(xs) if xs else None
@@ -105,17 +122,23 @@ def aggregate(
     unsupported: dict[str, str] | None = None,
     min_window_s: float = MIN_ENERGY_WINDOW_S,
     interval_s: float = SAMPLE_INTERVAL_S,
+    mig: bool = False,
 ) -> dict[str, Any]:
     """Summarize one window: `start`/`end` bracket it (after synchronizing), `series` lies between.
 
     Returns the record's telemetry dict (keys: TELEMETRY_KEYS). Energy comes only from the
     counter delta; `energy_power_integral_j` integrates the power samples as a cross-check.
+    `mig`: the case ran on a MIG slice, so board power and energy are None with the reason.
     """
     unsupported = dict(unsupported or {})
     points = [start, *series, end]
     window_s = end.t_s - start.t_s
     energy_j, why = None, None
-    if start.energy_mj is None or end.energy_mj is None:
+    if mig:
+        why = MIG_ENERGY_REASON
+        idle_power_w = None
+        points = [replace(p, power_mw=None, energy_mj=None) for p in points]
+    elif start.energy_mj is None or end.energy_mj is None:
         why = "energy counter unsupported: " + unsupported.get("energy", "not read")
     elif window_s < min_window_s:
         why = f"window {window_s:.3g} s is shorter than {min_window_s:g} s (the energy counter's resolution)"
@@ -141,6 +164,7 @@ def aggregate(
     out.update(
         available=True,
         reason=None,
+        scope=SCOPE_MIG if mig else SCOPE_GPU,
         interval_s=interval_s,
         samples=len(points),
         window_s=window_s,
@@ -176,8 +200,8 @@ def aggregate(
 
 # Every key of a record's telemetry dict (NOTE: add new keys here and in aggregate()).
 TELEMETRY_KEYS = (
-    "source", "available", "reason", "device_uuid", "nvml_index", "interval_s", "samples", "window_s",
-    "calls", "extra_calls", "energy_j", "energy_method", "energy_reason", "energy_power_integral_j",
+    "source", "available", "reason", "scope", "device_uuid", "nvml_index", "interval_s", "samples", "window_s",
+    "calls", "extra_calls", "extension_chunks", "energy_j", "energy_method", "energy_reason", "energy_power_integral_j",
     "j_per_token", "tokens_per_j", "idle_power_w", "energy_idle_j", "energy_net_j", "j_per_token_net",
     "power_method", "power_mean_w", "power_max_w", "power_limit_w", "sm_clock_min_mhz", "sm_clock_max_mhz",
     "mem_clock_min_mhz", "temperature_max_c", "util_gpu_mean_pct", "util_mem_mean_pct",

@@ -2,12 +2,14 @@
 
 One code path for CPU and CUDA: a Clock brackets a window of `calls` calls and is read
 once per window (CUDA: events, one synchronize at the end of the window; CPU:
-perf_counter). Per-call time of a window is one sample; raw samples are kept.
+perf_counter). Per-call time of a window is one sample; raw samples are kept. Warm-up
+and the time cap also read the Clock (`now()`), so a FakeClock run is reproducible.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -52,9 +54,12 @@ class TimerPolicy:
 
 
 class Clock(Protocol):
-    """Brackets one timed window."""
+    """Brackets one timed window, and tells the timer how much time has passed."""
 
     name: str
+    # Host time from start() until the last call of the window returned, before any
+    # synchronize (seconds), for clocks whose reading is not the host's own; else None.
+    enqueue_s: float | None
 
     def start(self) -> None: ...
 
@@ -62,9 +67,14 @@ class Clock(Protocol):
         """Seconds since start() for a window of `calls` calls, after synchronizing."""
         ...
 
+    def now(self) -> float:
+        """Seconds on this clock's time line: warm-up and the time cap are measured with it."""
+        ...
+
 
 class CpuClock:
     name = "perf_counter"
+    enqueue_s = None  # the host's time is the measured time
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
@@ -72,9 +82,16 @@ class CpuClock:
     def stop(self, calls: int) -> float:
         return time.perf_counter() - self._t0
 
+    def now(self) -> float:
+        return time.perf_counter()
+
 
 class CudaClock:
-    """CUDA events on the current stream: the only synchronize is on the end event."""
+    """CUDA events on the current stream: the only synchronize is on the end event.
+
+    The host's enqueue time of the window (start event recorded -> last call returned) is
+    kept in `enqueue_s`: when it is as long as the GPU time, the GPU waited for Python.
+    """
 
     name = "cuda_event"
 
@@ -82,29 +99,38 @@ class CudaClock:
         self.device = device
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
+        self.enqueue_s: float | None = None
 
     def start(self) -> None:
         self._start.record(torch.cuda.current_stream(self.device))
+        self._t0 = time.perf_counter()
 
     def stop(self, calls: int) -> float:
+        self.enqueue_s = time.perf_counter() - self._t0  # the calls have returned; the GPU may still run
         self._end.record(torch.cuda.current_stream(self.device))
         self._end.synchronize()
         return self._start.elapsed_time(self._end) / 1e3
+
+    def now(self) -> float:
+        return time.perf_counter()
 
 
 class FakeClock:
     """Deterministic clock for tests and `--fake-clock`: per-call time times a fixed pattern.
 
-    The step still runs; only the time read is synthetic, so statistics and reports are
-    reproducible to the last digit.
+    The step still runs; only the time read is synthetic, and so is the clock's time line:
+    now() is the sum of the times stop() returned, so warm-up and the time cap end after
+    the same calls on every run and statistics and reports are reproducible to the last digit.
     """
 
     name = "fake"
+    enqueue_s = None
     PATTERN = (1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99)
 
     def __init__(self, per_call_s: float = 1e-3):
         self.per_call_s = per_call_s
         self._i = 0
+        self._now = 0.0
 
     def start(self) -> None:
         pass
@@ -112,7 +138,12 @@ class FakeClock:
     def stop(self, calls: int) -> float:
         factor = self.PATTERN[self._i % len(self.PATTERN)]
         self._i += 1
-        return self.per_call_s * calls * factor
+        elapsed = self.per_call_s * calls * factor
+        self._now += elapsed
+        return elapsed
+
+    def now(self) -> float:
+        return self._now
 
 
 def make_clock(device: torch.device, fake: bool = False) -> Clock:
@@ -134,12 +165,12 @@ def measure_time(
     exited right after the last, so it brackets exactly the timed phase, not the warm-up.
     """
     warm: list[float] = []
-    t_begin = time.perf_counter()
+    t_begin = clock.now()
     while True:
         clock.start()
         step.run()
         warm.append(clock.stop(1))
-        elapsed = time.perf_counter() - t_begin
+        elapsed = clock.now() - t_begin
         if len(warm) >= policy.warmup_min_calls:
             last = warm[-WARMUP_WINDOW:]
             stable = len(last) == WARMUP_WINDOW and max(last) <= WARMUP_STABLE_RATIO * min(last)
@@ -150,16 +181,19 @@ def measure_time(
     calls = max(1, math.ceil(policy.min_window_s / per_call)) if per_call > 0 else 1
     min_samples = max(policy.min_samples, MIN_SAMPLES_FOR_CI)
     samples: list[float] = []
+    enqueue: list[float] = []  # host enqueue time per call of each window (clocks that have one)
     converged = False
     with window if window is not None else nullcontext():
-        t0 = time.perf_counter()
+        t0 = clock.now()
         while True:
             clock.start()
             for _ in range(calls):
                 step.run()
             samples.append(clock.stop(calls) / calls)
+            if clock.enqueue_s is not None:
+                enqueue.append(clock.enqueue_s / calls)
             n = len(samples)
-            spent = time.perf_counter() - t0
+            spent = clock.now() - t0
             check = n >= min_samples and (n < 100 or n % 10 == 0)  # summarizing is O(n log n)
             if check and summarize(samples).ci_rel <= policy.target_ci_rel:
                 converged = True
@@ -188,4 +222,5 @@ def measure_time(
         total_s=math.fsum(samples) * calls,
         clock=clock.name,
         samples_s=samples,
+        host_enqueue_median_s=statistics.median(enqueue) if enqueue else None,
     )

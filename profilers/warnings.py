@@ -5,9 +5,17 @@ from __future__ import annotations
 from enum import StrEnum
 
 from ..reports.schema import TimeStats
+from .telemetry_agg import SLOWDOWN_REASONS
 
 # IQR/median above this is called noisy (torch.utils.benchmark warns at 10% too).
 HIGH_NOISE_IQR_REL = 0.10
+# A CUDA window whose host enqueue time (Python dispatch of its calls) reaches this
+# fraction of its GPU time was launch-bound: the GPU waited for the next launch, so the
+# time is dispatch overhead, not kernel time. A GPU-bound window's enqueue ends well
+# before its kernels do (the host runs ahead); the GPU's queue drain after the last
+# launch is the only slack, so a window of many short kernels that fills the launch
+# queue (about a thousand pending launches block the host) can come close too.
+LAUNCH_BOUND_FRACTION = 0.9
 # Other processes may keep this many cores busy beyond the cores our own threads leave
 # free (kernel threads, a shell, the terminal) before the window counts as oversubscribed.
 OTHER_CPU_SLACK_CORES = 0.25
@@ -21,6 +29,7 @@ class MeasurementWarning(StrEnum):
     NOT_CONVERGED = "not_converged"
     HIGH_NOISE = "high_noise"
     THROTTLED = "throttled"
+    LAUNCH_BOUND = "launch_bound"
     OTHER_GPU_PROCESSES = "other_gpu_processes"
     CPU_GOVERNOR = "cpu_governor"
     THREADS_OVERSUBSCRIBED = "threads_oversubscribed"
@@ -46,8 +55,14 @@ _HINTS = {
         "run `xfbench doctor`, close other programs, pin --threads"
     ),
     MeasurementWarning.THROTTLED: (
-        "the GPU held its clocks down (power cap, thermal or hardware slowdown) during the window: "
-        "check cooling and power limit (nvidia-smi -q -d PERFORMANCE), give it a pause between runs"
+        "the GPU slowed its clocks for heat or a hardware signal (thermal slowdown, hw slowdown, power brake) "
+        "during the window: check cooling and the board (nvidia-smi -q -d PERFORMANCE), give it a pause "
+        "between runs; power capping at the limit (sw_power_cap) is normal under heavy load and only recorded"
+    ),
+    MeasurementWarning.LAUNCH_BOUND: (
+        f"enqueueing the calls took >= {LAUNCH_BOUND_FRACTION:.0%} of their GPU time (time.host_enqueue_median_s): "
+        "Python dispatch, not the kernels, set the time; capture the step in a CUDA graph, use torch.compile "
+        "(mode='reduce-overhead'), or give each call more work (larger batch or size)"
     ),
     MeasurementWarning.OTHER_GPU_PROCESSES: (
         "other processes used the GPU during the window: stop them (nvidia-smi lists them) and rerun"
@@ -70,7 +85,15 @@ def time_warnings(stats: TimeStats) -> list[MeasurementWarning]:
         out.append(MeasurementWarning.NOT_CONVERGED)
     if stats.iqr_over_median > HIGH_NOISE_IQR_REL:
         out.append(MeasurementWarning.HIGH_NOISE)
+    if launch_bound(stats):
+        out.append(MeasurementWarning.LAUNCH_BOUND)
     return out
+
+
+def launch_bound(stats: TimeStats) -> bool:
+    """Did enqueueing the calls take about as long as running them (clocks with a separate enqueue only)?"""
+    enqueue = stats.host_enqueue_median_s
+    return enqueue is not None and stats.median_s > 0 and enqueue >= LAUNCH_BOUND_FRACTION * stats.median_s
 
 
 def oversubscribed(other_busy_cores: float | None, demand_cores: float, usable_cores: int) -> bool:
@@ -99,9 +122,13 @@ def window_warnings(
     demand_cores: float,
     usable_cores: int,
 ) -> list[MeasurementWarning]:
-    """Conditions seen during one measured window (telemetry and CPU contention)."""
+    """Conditions seen during one measured window (telemetry and CPU contention).
+
+    `throttle_reasons` are every clock-limiting reason seen; only a thermal or hardware
+    slowdown (SLOWDOWN_REASONS) is a warning, power capping at the limit is not.
+    """
     out = []
-    if throttle_reasons:
+    if SLOWDOWN_REASONS.intersection(throttle_reasons or ()):
         out.append(MeasurementWarning.THROTTLED)
     if other_gpu_processes:
         out.append(MeasurementWarning.OTHER_GPU_PROCESSES)

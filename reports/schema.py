@@ -47,6 +47,11 @@ class TimeStats(BaseModel):
     total_s: float = Field(description="wall time spent in timed windows")
     clock: str = Field(description="perf_counter | cuda_event | fake")
     samples_s: list[float] = Field(description="per-call time of each window, in order")
+    host_enqueue_median_s: float | None = Field(
+        None,
+        description="median per-call host time to enqueue a window's calls (start event to the last call "
+        "returning, before the synchronize); None where the clock is the host's own (perf_counter, fake)",
+    )
 
 
 class MemoryStats(BaseModel):

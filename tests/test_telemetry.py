@@ -1,6 +1,6 @@
 """NVML telemetry: decoding and aggregation of a recorded series (telemetry_agg, literal data), the
-real no-driver path, the device helpers, and the runner's records. The only fake is a Sampler at
-the hardware boundary."""
+real no-driver path, MIG matching and labelling, the window extension and the idle baseline, the
+device helpers, and measure()'s telemetry. The only fake is a Sampler at the hardware boundary."""
 
 import json
 import os
@@ -11,9 +11,21 @@ import pytest
 import torch
 
 from xfbench.profilers.device import allocated_bytes, release_cached_memory, reserved_bytes, use_device
-from xfbench.profilers.nvml import init_nvml, nvml_status, nvml_text, shutdown_nvml
-from xfbench.profilers.telemetry import NullWindow, Telemetry, Window, open_telemetry
+from xfbench.profilers.measure import MeasureOptions, measure
+from xfbench.profilers.nvml import NvmlGpu, NvmlMatch, init_nvml, match_device, nvml_status, nvml_text, shutdown_nvml
+from xfbench.profilers.specs import MIG_NO_SPEC, lookup_spec, spec_for
+from xfbench.profilers.telemetry import (
+    NullWindow,
+    Telemetry,
+    Window,
+    extension_calls,
+    open_telemetry,
+    power_settled,
+)
 from xfbench.profilers.telemetry_agg import (
+    MIG_ENERGY_REASON,
+    SCOPE_GPU,
+    SCOPE_MIG,
     TELEMETRY_KEYS,
     Sample,
     aggregate,
@@ -22,9 +34,9 @@ from xfbench.profilers.telemetry_agg import (
     null_telemetry,
     split_processes,
 )
-from xfbench.profilers.warnings import MeasurementWarning
+from xfbench.profilers.warnings import MeasurementWarning, window_warnings
 from xfbench.workloads.attention import AttentionConfig, cases, prepare
-from xfbench.workloads.runner import RunOptions, SweepContext, _measure, run_cases
+from xfbench.workloads.runner import RunOptions, run_cases
 
 from .conftest import fast_policy
 
@@ -65,7 +77,7 @@ def test_aggregate_a_recorded_series():
     assert t["util_gpu_mean_pct"] == pytest.approx((0 + 100 + 100 + 99 + 10) / 5)
     assert t["clocks_event_reasons"] == {"gpu_idle": 0.4, "sw_power_cap": 0.4, "sw_thermal_slowdown": 0.2}
     assert t["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
-    assert t["nvml_device_used_max_bytes"] == 10 * 2**30
+    assert t["nvml_device_used_max_bytes"] == 10 * 2**30 and t["scope"] == SCOPE_GPU
     assert t["idle_power_w"] == 60.0 and t["energy_idle_j"] == pytest.approx(72.0)
     assert t["energy_net_j"] == pytest.approx(648.0)
     assert t["j_per_token_net"] == pytest.approx(648.0 / (90 * 4096))
@@ -98,7 +110,7 @@ def test_split_processes():
 
 def test_no_driver_path_with_the_real_library():
     tel = open_telemetry(CPU)
-    assert not tel.available and "has no NVML telemetry" in tel.reason
+    assert tel.sampler is None and "has no NVML telemetry" in tel.reason
     if not nvml_status().usable:  # this machine: no NVIDIA driver, the library says why
         assert "NVML" in tel.reason and "init failed" in tel.reason
     with tel.window(run=lambda: None) as w:
@@ -111,7 +123,7 @@ def test_no_driver_path_with_the_real_library():
     assert watts is None and tel.reason in why
     assert tel.state() == {"available": False, "reason": tel.reason}
     tel.close()
-    assert not open_telemetry(CPU, enabled=False).available
+    assert open_telemetry(CPU, enabled=False).sampler is None
 
 
 def test_nvml_start_up_has_one_wording():
@@ -201,11 +213,14 @@ def test_window_samples_in_the_background_and_extends_a_short_window():
     def run():  # an extra call of the step; the first one waits for a background reading
         calls.append(1)
         sampler.background.wait(10)
+        time.sleep(0.001)
 
     with Window(sampler, CPU, run=run, min_window_s=0.15, interval_s=0.01) as w:
         pass  # the timed phase took no time at all: the window must be extended
     out = w.result(calls=3, tokens_per_call=100)
     assert out["window_s"] >= 0.15 and out["extra_calls"] == len(calls) > 0 and out["calls"] == 3 + len(calls)
+    # one timed call, then chunks sized from its time: far fewer synchronizes than calls
+    assert 2 <= out["extension_chunks"] < out["extra_calls"]
     assert sampler.background.is_set()
     assert out["samples"] >= 3  # start, end and at least one background reading (run() waited for it)
     assert out["energy_j"] > 0 and out["energy_reason"] is None
@@ -226,27 +241,128 @@ def _tiny_step():
     return case, prepare(case, CPU)
 
 
-def test_runner_records_fake_device_telemetry_and_its_warnings():
+def test_measure_records_fake_device_telemetry_and_its_warnings():
     case, step = _tiny_step()
     sampler = RecordedSampler(SERIES, processes=[(os.getpid(), 2**20), (4242, 2**30)])
-    sweep = SweepContext(telemetry=Telemetry(CPU, sampler=sampler), idle_power_w=50.0, idle_method="test")
-    rec = _measure(case, step, CPU, RunOptions(policy=FAST, measure_memory=False), sweep)
-    t = rec.telemetry
-    assert t["available"] and t["window_s"] >= 1.0 and t["extra_calls"] > 0  # extended to MIN_ENERGY_WINDOW_S
-    assert rec.metrics["energy_j"] > 0 and rec.metrics["j_per_token"] > 0 and rec.metrics["power_max_w"] == 700.0
-    assert rec.metrics["throttle_reasons"] == "sw_power_cap,sw_thermal_slowdown"
+    opts = MeasureOptions(
+        policy=FAST, memory=False, telemetry=Telemetry(CPU, sampler=sampler), idle_power_w=50.0, idle_method="test"
+    )
+    m = measure(step, CPU, opts)
+    t = m.telemetry
+    assert t["available"] and t["window_s"] >= 1.0  # extended to MIN_ENERGY_WINDOW_S (if it was shorter)
+    assert t["calls"] == m.time.n * m.time.calls_per_sample + t["extra_calls"]
+    assert m.metrics["energy_j"] > 0 and m.metrics["j_per_token"] > 0 and m.metrics["power_max_w"] == 700.0
+    assert m.metrics["throttle_reasons"] == "sw_power_cap,sw_thermal_slowdown"
     assert t["other_processes"] == [{"pid": 4242, "used_bytes": 2**30}]
     assert t["gpu_memory"]["nvml_process_used_bytes"] == 2**20
-    assert t["idle_power_w"] == 50.0 and t["energy_net_j"] < t["energy_j"]
-    assert MeasurementWarning.THROTTLED in rec.warnings and MeasurementWarning.OTHER_GPU_PROCESSES in rec.warnings
+    assert t["idle_power_w"] == 50.0 and t["energy_net_j"] < t["energy_j"] and t["idle_method"] == "test"
+    assert MeasurementWarning.THROTTLED in m.warnings  # sw_thermal_slowdown
+    assert MeasurementWarning.OTHER_GPU_PROCESSES in m.warnings
 
 
 def test_cpu_records_carry_null_energy_with_the_nvml_reason():
     case, _ = _tiny_step()
-    (rec,) = run_cases([case], lambda r: None, RunOptions(policy=FAST, measure_memory=False))
+    (rec,) = run_cases([case], lambda r: None, RunOptions(policy=FAST, measure_memory=False, calibrate=False))
     assert rec.status == "ok"
     for key in ("energy_j", "j_per_token", "tokens_per_j", "power_mean_w", "power_max_w", "sm_clock_min_mhz"):
         assert key in rec.metrics and rec.metrics[key] is None
     assert rec.telemetry["available"] is False and "NVML" in rec.telemetry["energy_reason"]
     assert rec.telemetry["usable_cores"] >= 1 and "cpu_other_busy_cores" in rec.telemetry
     assert isinstance(NullWindow("x").result(1, 1), dict)
+
+
+# --- clocks-event reasons: a power cap is recorded, only slowdowns warn ---------------------
+
+def _reasons_window(mask: int) -> dict:
+    """A recorded 1.2 s window of a large GEMM at the board's power limit, every reading with `mask`."""
+    at_limit = [Sample(100.0 + 0.3 * i, 700_000, 5_000_000 + 210_000 * i, 1650, 2619, mask) for i in range(5)]
+    return aggregate(at_limit[0], at_limit[-1], at_limit[1:-1], calls=10, tokens_per_call=1)
+
+
+def _warns(tel: dict) -> list:
+    return window_warnings(
+        throttle_reasons=tel["throttle_reasons"], other_gpu_processes=None, other_busy_cores=None,
+        demand_cores=1, usable_cores=4,
+    )
+
+
+def test_power_capping_at_the_limit_is_recorded_but_does_not_warn():
+    capped = _reasons_window(0x4)
+    assert capped["clocks_event_reasons"] == {"sw_power_cap": 1.0}
+    assert capped["throttle_reasons"] == ["sw_power_cap"]
+    assert headline_metrics(capped)["throttle_reasons"] == "sw_power_cap"
+    assert _warns(capped) == []
+    for mask, name in [(0x8, "hw_slowdown"), (0x20, "sw_thermal_slowdown"), (0x40, "hw_thermal_slowdown"),
+                       (0x80, "hw_power_brake_slowdown")]:
+        hot = _reasons_window(0x4 | mask)
+        assert hot["throttle_reasons"] == sorted(["sw_power_cap", name])
+        assert _warns(hot) == [MeasurementWarning.THROTTLED], name
+
+
+# --- MIG ----------------------------------------------------------------------------------
+
+PARENT = "GPU-5c89852c-d268-c3f3-1b07-005d5ae1dc3f"
+SLICE = "MIG-7e2b1f0a-1c3d-5e6f-8a9b-0c1d2e3f4a5b"
+GPUS = [
+    NvmlGpu(0, "GPU-11111111-2222-3333-4444-555555555555", (0, 0x17, 0)),
+    NvmlGpu(1, PARENT, (0, 0x65, 0), mig_enabled=True, mig_uuids=(None, SLICE)),
+]
+
+
+def test_a_torch_device_matches_its_nvml_gpu_or_mig_slice():
+    # torch reports UUIDs without NVML's GPU-/MIG- prefix
+    whole = match_device("11111111-2222-3333-4444-555555555555", (0, 0x17, 0), "NVIDIA H100 80GB HBM3", GPUS)
+    assert whole == NvmlMatch(0, "GPU-11111111-2222-3333-4444-555555555555")
+    by_uuid = match_device(SLICE.removeprefix("MIG-"), (0, 0x65, 0), "NVIDIA H100 80GB HBM3 MIG 1g.10gb", GPUS)
+    assert by_uuid == NvmlMatch(1, SLICE, mig=True, mig_index=1)
+    # an older driver's MIG UUID that torch's does not match: the parent's PCI address, MIG mode on
+    by_pci = match_device("0b0e5e3a-aaaa-bbbb-cccc-000000000000", (0, 0x65, 0), "NVIDIA H100 80GB HBM3", GPUS)
+    assert by_pci.index == 1 and by_pci.mig and by_pci.mig_index is None
+    missing = match_device("deadbeef", (1, 2, 3), "NVIDIA A100-SXM4-40GB MIG 1g.5gb", GPUS)
+    assert missing.index is None and missing.mig and "not among NVML's devices" in missing.reason
+
+
+def test_a_mig_slice_has_no_spec_peak_and_no_energy_of_its_own():
+    assert spec_for("NVIDIA A100-SXM4-40GB MIG 1g.5gb") == (None, MIG_NO_SPEC)
+    assert spec_for("NVIDIA H100 80GB HBM3", mig=True) == (None, MIG_NO_SPEC)
+    assert spec_for("NVIDIA H100 80GB HBM3").spec.name == "NVIDIA H100 SXM"
+    assert lookup_spec("NVIDIA A100-SXM4-40GB MIG 1g.5gb") is None  # used to match the whole A100
+    t = aggregate(START, END, SERIES, calls=90, tokens_per_call=4096, idle_power_w=60.0, mig=True)
+    assert t["scope"] == SCOPE_MIG and t["energy_reason"] == MIG_ENERGY_REASON
+    for key in ("energy_j", "j_per_token", "tokens_per_j", "power_mean_w", "power_max_w", "energy_power_integral_j",
+                "idle_power_w", "energy_net_j", "power_method", "energy_method"):
+        assert t[key] is None, key
+    assert t["sm_clock_min_mhz"] == 1710 and t["throttle_reasons"] == ["sw_power_cap", "sw_thermal_slowdown"]
+    tel = Telemetry(CPU, sampler=RecordedSampler(SERIES), mig=True)
+    with tel.window() as w:
+        pass
+    assert w.result(calls=1, tokens_per_call=1)["scope"] == SCOPE_MIG
+    assert tel.idle_power(0.01) == (None, f"no idle baseline: {MIG_ENERGY_REASON}")
+
+
+# --- window extension and idle baseline ---------------------------------------------------
+
+def test_extension_chunks_are_sized_from_the_measured_call():
+    assert extension_calls(0.9, None) == 1  # the first call is timed alone
+    assert extension_calls(0.9, 0.002) == 450
+    assert extension_calls(0.0001, 0.002) == 1
+    assert extension_calls(0.9, 0.0) == 1
+
+
+def test_power_has_settled_when_the_last_readings_stop_falling():
+    assert not power_settled([300.0, 200.0])  # too few readings
+    assert not power_settled([150.0, 120.0, 110.0])
+    assert power_settled([108.0, 107.5, 107.4])  # 0.56% over the last three
+    assert power_settled([100.0, 101.0, 100.5])  # noise, not a fall
+    assert not power_settled([110.0, 108.0, 107.5])  # 2.3%
+
+
+def test_idle_baseline_waits_for_a_hot_device_to_settle_and_says_so():
+    cooling = [Sample(0.0, mw) for mw in (300_000, 200_000, 150_000, 120_000, 110_000, 108_000, 107_500, 107_400)]
+    tel = Telemetry(CPU, sampler=RecordedSampler(cooling + [Sample(0.0, 107_400)] * 50))
+    watts, how = tel.idle_power(0.05, settle_step_s=0.0)
+    assert how.startswith("settled: power 300 -> 107 W over 8 readings 0 s apart (the last 3 within 2%); ")
+    assert "energy counter over" in how and watts == pytest.approx(107.4, rel=0.05)
+    hot = Telemetry(CPU, sampler=RecordedSampler(cooling))
+    _, how = hot.idle_power(0.05, settle_max_s=0.0, settle_step_s=0.0)
+    assert how.startswith("not settled within 0 s: power 300 -> 300 W over 1 readings")

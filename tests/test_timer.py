@@ -1,10 +1,13 @@
-"""The adaptive timer, made deterministic with the packaged FakeClock; one real CPU run."""
+"""The adaptive timer, made deterministic with the packaged FakeClock; one real CPU run; the
+launch-bound check on literal timings."""
 
 import pytest
 import torch
 
 from xfbench.profilers.timer import CpuClock, FakeClock, TimerPolicy, measure_time
-from xfbench.profilers.warnings import MeasurementWarning, time_warnings
+from xfbench.profilers.warnings import LAUNCH_BOUND_FRACTION, MeasurementWarning, launch_bound, time_warnings
+from xfbench.reports.schema import TimeStats
+from xfbench.workloads.attention import AttentionConfig, cases, prepare
 
 
 class CountingStep:
@@ -55,8 +58,65 @@ def test_real_cpu_matmul_structure():
             a @ a
 
     t = measure_time(MM(), TimerPolicy(max_time_s=0.5, warmup_min_s=0.01), CpuClock())
-    assert t.clock == "perf_counter"
+    assert t.clock == "perf_counter" and t.host_enqueue_median_s is None  # the host's time is the time
     assert t.n >= 3 and len(t.samples_s) == t.n
     assert 0 < t.min_s <= t.median_s <= t.max_s
     assert t.ci_low_s <= t.median_s <= t.ci_high_s
     assert t.p10_s <= t.median_s <= t.p90_s
+
+
+def test_fake_clock_runs_repeat_exactly_on_a_real_step():
+    # Warm-up and the time cap run on the FakeClock's own time line, not the real clock, so
+    # the real step's speed changes nothing: 100 warm-up calls reach 0.1 s of fake time
+    # (the pattern averages 1 ms a call), then 10-call windows (10 ms / 1.01 ms, the median
+    # of the last three warm-up calls) until 0.2 s of fake time: 21 windows.
+    cpu = torch.device("cpu")
+    (case,) = cases(AttentionConfig(seq_lens=[32], impls=["sdpa"], heads=2, head_dim=16), cpu)
+    policy = TimerPolicy(target_ci_rel=0.001, max_time_s=0.2, warmup_min_s=0.1)
+    runs = [measure_time(prepare(case, cpu), policy, FakeClock()) for _ in range(2)]
+    first, second = (r.model_dump() for r in runs)
+    assert first == second
+    assert (runs[0].warmup_calls, runs[0].calls_per_sample, runs[0].n) == (100, 10, 21)
+    assert not runs[0].converged and runs[0].host_enqueue_median_s is None
+
+
+class EnqueueClock(FakeClock):
+    """A FakeClock whose host enqueue of each window takes `share` of its time (a launch-bound GPU)."""
+
+    def __init__(self, share: float):
+        super().__init__()
+        self.share = share
+
+    def stop(self, calls: int) -> float:
+        elapsed = super().stop(calls)
+        self.enqueue_s = self.share * elapsed
+        return elapsed
+
+
+def test_host_enqueue_is_kept_per_call_and_warns_when_launch_bound():
+    t = measure_time(CountingStep(), TimerPolicy(target_ci_rel=0.025, **FAST), EnqueueClock(0.95))
+    assert t.host_enqueue_median_s == pytest.approx(0.95 * t.median_s)
+    assert MeasurementWarning.LAUNCH_BOUND in time_warnings(t)
+    busy = measure_time(CountingStep(), TimerPolicy(target_ci_rel=0.025, **FAST), EnqueueClock(0.30))
+    assert busy.host_enqueue_median_s == pytest.approx(0.30 * busy.median_s)
+    assert time_warnings(busy) == []
+
+
+def timing(median_s: float, host_enqueue_median_s: float | None) -> TimeStats:
+    """A converged, quiet timing literal."""
+    return TimeStats(
+        n=10, calls_per_sample=1, warmup_calls=3, median_s=median_s, mean_s=median_s, min_s=median_s,
+        max_s=median_s, p10_s=median_s, p90_s=median_s, iqr_s=0.0, iqr_over_median=0.0, ci_low_s=median_s,
+        ci_high_s=median_s, ci_rel=0.0, target_ci_rel=0.02, converged=True, total_s=10 * median_s,
+        clock="cuda_event", samples_s=[median_s] * 10, host_enqueue_median_s=host_enqueue_median_s,
+    )
+
+
+def test_launch_bound_is_enqueue_at_a_named_fraction_of_gpu_time():
+    assert launch_bound(timing(1e-3, LAUNCH_BOUND_FRACTION * 1e-3))
+    assert launch_bound(timing(1e-3, 1.2e-3))  # the host is slower than the kernels
+    assert not launch_bound(timing(1e-3, 0.8e-3))
+    assert not launch_bound(timing(1e-3, None))  # CPU and fake clocks
+    assert time_warnings(timing(20e-6, 19e-6)) == [MeasurementWarning.LAUNCH_BOUND]
+    hint = MeasurementWarning.LAUNCH_BOUND.hint
+    assert "CUDA graph" in hint and "torch.compile" in hint and "larger batch" in hint
