@@ -18,7 +18,8 @@ import sys
 
 import torch
 
-from xfbench.profilers.calibrate import CalibrationResult, default_dtypes, load_or_calibrate, to_peaks
+from xfbench.profilers.calibrate import default_dtypes, load_or_calibrate, to_peaks
+from xfbench.profilers.calibration_cache import CalibrationResult
 from xfbench.profilers.device import resolve_device
 from xfbench.profilers.roofline import Peaks
 from xfbench.profilers.timer import TimerPolicy
@@ -52,7 +53,7 @@ def calibration_section(device: str | torch.device = "auto", dtypes: list[str] |
     """
     dev = _device(device)
     dtypes = dtypes or [d for d in ROW_ORDER if d in default_dtypes(dev)]
-    res = load_or_calibrate(dev, dtypes=dtypes, recalibrate=True)
+    res = load_or_calibrate(dev, dtypes=dtypes, level="full", recalibrate=True)
     cal, cuda = res.calibration, dev.type == "cuda"
     peaks = to_peaks(res)
     spec = peaks.spec
