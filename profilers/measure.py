@@ -154,10 +154,14 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     roof, roof_info = roofline_metrics(
         flops=step.flops, bytes_moved=step.bytes_moved, time_s=t,
         dtype_key=compute_key(step.info.get("dtype"), device.type, tf32),
-        peaks=opts.peaks, peak_flops_override=opts.peak_flops_override,
+        peaks=opts.peaks, peak_flops_override=opts.peak_flops_override, traffic=step.traffic,
+        cache_resident=policy.cache_resident,
     )
     metrics.update(roof)
-    info = {**step.info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
+    info = {
+        **step.info, "cache_policy": policy.description, "cache_resident": policy.cache_resident,
+        "threads": torch.get_num_threads(), **roof_info,
+    }
     warns = [*time_warnings(timing), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
     memory = None

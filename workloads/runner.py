@@ -120,20 +120,22 @@ def _set_threads(opts: RunOptions) -> None:
 
 
 def _calibrate(device: torch.device, cases: list[Case], opts: RunOptions, progress: Progress) -> Peaks:
-    """The peaks for the cases' device, compute dtypes and threads: from the cache, or measured now."""
-    from ..profilers.calibrate import dtypes_for, load_or_calibrate, to_peaks
+    """The peaks for the cases' device, compute dtypes and threads: from the cache, or measured now
+    (a sweep's own calibration is the quick one; `xfbench env --calibrate` makes the full one)."""
+    from ..profilers.calibrate import peaks_for
     from ..reports.units import fmt_flops, fmt_rate
 
-    dtypes = dtypes_for({c.params.get("dtype") for c in cases}, device)
-    res = load_or_calibrate(device, threads=opts.threads, dtypes=dtypes, recalibrate=opts.recalibrate)
+    peaks, res = peaks_for(
+        device, {c.params.get("dtype") for c in cases}, threads=opts.threads, recalibrate=opts.recalibrate
+    )
     cal = res.calibration
-    figures = ", ".join(f"{d} {fmt_flops(cal.peak(d))}" for d in dtypes)
+    figures = ", ".join(f"{d} {fmt_flops(f)}" for d, f in peaks.measured_flop_per_s.items())
+    bandwidths = ", ".join(f"{k} {fmt_rate(cal.bytes_per_s(k), 'B')}" for k in ("read", "copy"))
     how = "cached" if res.reused else f"measured in {res.elapsed_s:.1f} s"
-    copy = fmt_rate(cal.copy_bytes_per_s, "B")
-    progress.note(f"calibration ({how}, {cal.threads} threads): {figures}, copy {copy} [{res.path}]")
+    progress.note(f"calibration ({cal.level}, {how}, {cal.threads} threads): {figures}; {bandwidths} [{res.path}]")
     for note in res.notes:
         progress.note(f"note: {note}")
-    return to_peaks(res)
+    return peaks
 
 
 def open_sweep(cases: list[Case], opts: RunOptions, progress: Progress | None = None) -> Sweep:
