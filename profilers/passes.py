@@ -81,7 +81,8 @@ class NvmlTelemetry:
 
 
 class PeakMemory:
-    """Peak memory of one call above the memory in use before it, in a pass of its own."""
+    """Peak memory of one call above the memory in use before it, in a pass of its own (a real
+    reading, which does not repeat to the byte: off under a fake clock)."""
 
     kind = PASS
 
@@ -90,7 +91,7 @@ class PeakMemory:
 
     @classmethod
     def enabled(cls, opts: MeasureOptions) -> bool:
-        return opts.memory
+        return opts.memory and not opts.fake_clock
 
     def result(self, timing: TimeStats) -> Contribution:
         return Contribution(memory=measure_peak(self.ctx.step.run, self.ctx.device))
