@@ -125,7 +125,7 @@ def test_examine_measures_only_float32_on_cpu_and_shows_what_is_cached(tmp_path,
     # fp16 is already cached; doctor measures what CPU sweeps run by default (float32), shows both,
     # and leaves bf16 (emulated on most CPUs: slow) alone.
     monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path))
-    load_or_calibrate(torch.device("cpu"), dtypes=["float16"], sizes=(32, 64), copy_bytes=2**20, policy=FAST)
+    load_or_calibrate(torch.device("cpu"), dtypes=["float16"], sizes=(32, 64), buffer_bytes=2**20, policy=FAST)
     monkeypatch.setattr(cal_mod, "CPU_SIZES", (32, 64))
     f = examine(torch.device("cpu"), noise_seconds=0.3)
     assert not f.calibration["reused"] and f.calibration["measured_now"] == ["float32"]

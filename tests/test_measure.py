@@ -75,12 +75,15 @@ def test_a_registered_profiler_is_one_line_and_windows_bracket_exactly_the_timed
 
 def test_measurement_is_plain_data_a_record_can_be_built_from():
     case, step = _step()
-    m = measure(step, CPU, MeasureOptions(policy=fast_policy(), fake_clock=True))
+    m = measure(step, CPU, MeasureOptions(policy=fast_policy()))
     assert Measurement.model_validate_json(m.model_dump_json()) == m
     assert pickle.loads(pickle.dumps(m)) == m
     assert m.memory is not None and m.metrics["peak_mem_bytes"] == m.memory.peak_bytes
     assert m.metrics["flop_per_s"] == step.flops / m.time.median_s
-    assert m.time.clock == "fake" and m.telemetry is None  # nothing real is sampled under a fake clock
+    assert m.telemetry["cpu_window_s"] > 0 and m.telemetry["reason"]  # CPU contention read, NVML's reason why not
+    fake = measure(step, CPU, MeasureOptions(policy=fast_policy(), fake_clock=True))
+    # nothing real is read under a fake clock (so a fake run repeats): no memory pass, no telemetry
+    assert fake.time.clock == "fake" and fake.memory is None and fake.telemetry is None
     rec = Record(case_id=case.id, workload=case.workload, label=case.label, variant=case.variant, size=case.size,
                  size_name=case.size_name, params=case.params, device=case.device, status="ok", **dict(m))
     assert rec.time == m.time and rec.info["sdpa_backend"] == m.info["sdpa_backend"]
