@@ -42,9 +42,9 @@ class MeasurementWarning(StrEnum):
 
 _HINTS = {
     MeasurementWarning.FLOP_COUNT_MISMATCH: (
-        "torch's FlopCounterMode counted a different number of FLOPs than the analytic formula "
-        "(metrics.flops_counted_over_analytic): check the formula and its convention; the counter "
-        "cannot see causal masks and counts recomputation in attention backward"
+        "counted/work FLOPs (metrics.flops_counted_over_work) outside 0.95..1.05: torch's FlopCounterMode "
+        "counted other FLOPs than the work the implementation executes (info.work_flop_convention); "
+        "check the work formula and which kernel ran (info.sdpa_backend)"
     ),
     MeasurementWarning.NOT_CONVERGED: (
         "the median's 95% CI did not reach the target before the time cap; "
