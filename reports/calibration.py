@@ -11,12 +11,12 @@ from .units import fmt_bytes, fmt_flops, fmt_rate, plain
 BANDWIDTH_ROWS = {
     "read": (
         "read bandwidth",
-        "torch.sum over {buffer}{span}: bytes read counted; 'read' floors (decode: weights, KV cache) divide by it",
+        "{kernel} over {buffer}{span}: bytes read counted; 'read' floors (decode: weights, KV cache) divide by it",
     ),
     "copy": (
         "copy bandwidth",
-        "dst.copy_(src) between the halves of {buffer}{span}: bytes read + written counted; 'read_write' floors "
-        "divide by it",
+        "{kernel} between the halves of {buffer}{span}: bytes read + written counted; 'read_write' floors divide "
+        "by it",
     ),
 }
 LEVEL_NOTES = {
@@ -63,7 +63,11 @@ def calibration_table(rep: dict[str, Any]) -> Table:
                 Cell(fmt_rate(bw, "B")),
                 Cell(fmt_rate(spec_bw, "B") if spec_bw else "-", "dim"),
                 Cell(_ratio(bw / spec_bw if spec_bw else None)),
-                Cell(detail.format(buffer=fmt_bytes(buffer), span=span) + _quick(rep.get(f"{kind}_level")), "dim"),
+                Cell(
+                    detail.format(kernel=rep.get(f"{kind}_kernel"), buffer=fmt_bytes(buffer), span=span)
+                    + _quick(rep.get(f"{kind}_level")),
+                    "dim",
+                ),
             ]
         )
     how = "cached" if rep["reused"] else f"measured now ({', '.join(rep['measured_now'])}) in {rep['elapsed_s']:.1f} s"

@@ -96,6 +96,7 @@ def test_measure_bandwidth_streams_one_buffer_for_read_and_copy():
     assert set(got) == {"read", "copy"}
     for kind, b in got.items():
         assert b.kind == kind and b.level == "quick" and b.buffer_bytes == MIB and b.bytes_per_s > 0
+    assert got["read"].kernel == "torch.dot(x, x)" and got["copy"].kernel == "dst.copy_(src)"
 
 
 @pytest.mark.parametrize(
@@ -115,8 +116,8 @@ def _cal(**levels):
     """A Calibration literal with one figure per name: 'float32'='quick', 'copy'='full', ..."""
     kinds = ("read", "copy")
     matmul = {d: MatmulPeak(dtype=d, level=lv, flop_per_s=1e11) for d, lv in levels.items() if d not in kinds}
-    bandwidth = {k: Bandwidth(kind=k, level=lv, bytes_per_s=1e10, buffer_bytes=MIB) for k, lv in levels.items()
-                 if k in kinds}
+    bandwidth = {k: Bandwidth(kind=k, level=lv, kernel="k", bytes_per_s=1e10, buffer_bytes=MIB)
+                 for k, lv in levels.items() if k in kinds}
     return Calibration(
         key={}, created_utc="t", device="cpu", device_name="cpu", threads=1, clock="perf_counter",
         matmul=matmul, bandwidth=bandwidth,
@@ -264,7 +265,9 @@ def test_calibration_table_names_both_bandwidths_and_what_they_count(tmp_path):
     table = calibration_table(calibration_report(res))
     rows = {r[0].text: r for r in table.rows}
     assert list(rows) == ["float32 matmul", "read bandwidth", "copy bandwidth"]
-    assert rows["read bandwidth"][4].text.startswith("torch.sum over 1 MiB (2x the LLC of 512 KiB): bytes read counted")
+    assert rows["read bandwidth"][4].text.startswith(
+        "torch.dot(x, x) over 1 MiB (2x the LLC of 512 KiB): bytes read counted"
+    )
     assert rows["copy bandwidth"][4].text.startswith(
         "dst.copy_(src) between the halves of 1 MiB (2x the LLC of 512 KiB): bytes read + written counted"
     )
