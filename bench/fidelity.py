@@ -175,7 +175,7 @@ def main() -> int:
     for name, build in workloads(device):
         step = build()
         try:
-            cp = cache_policy(device, step.working_set_bytes)
+            cp = cache_policy(device, step)
             if cp.input_sets > 1:  # as the runner does; both timers see the same rotation
                 step.rotate(cp.input_sets)
             res = compare(step, args, policy, device)

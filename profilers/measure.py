@@ -158,10 +158,7 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
         cache_resident=policy.cache_resident,
     )
     metrics.update(roof)
-    info = {
-        **step.info, "cache_policy": policy.description, "cache_resident": policy.cache_resident,
-        "threads": torch.get_num_threads(), **roof_info,
-    }
+    info = {**step.info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
     warns = [*time_warnings(timing), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
     memory = None

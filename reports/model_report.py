@@ -73,6 +73,16 @@ def _residual(r: Record) -> tuple[Cell, Cell]:
     return Cell(fmt_bytes(analytic)), Cell(text, "warn" if rel is not None and abs(rel) > 0.5 else None)
 
 
+def _floor_cell(r: Record) -> Cell:
+    """Time over the bandwidth floor, or why there is none."""
+    over = _num(r.metrics.get("time_over_floor"))
+    if over is not None:
+        return Cell(f"{over:.2f}x", "bad" if over < 1 else None)  # below a floor: the floor is wrong
+    if r.metrics.get("cache_resident"):
+        return Cell("cache-resident", "dim")
+    return Cell("-")
+
+
 def _notes_cell(r: Record) -> Cell:
     parts, style = [], None
     for key, name in COUNTED_RATIOS:
@@ -127,10 +137,9 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
             continue
         row.append(Cell(fmt_rate(_num(r.metrics.get("tokens_per_s")), "tok")))
         if decode:
-            over = _num(r.metrics.get("time_over_floor"))
             row += [
                 Cell(fmt_time_ci(r.time.median_s, r.time.ci_rel, r.time.ci_level)),
-                Cell("-" if over is None else f"{over:.2f}x"),
+                _floor_cell(r),
                 Cell(fmt_bytes(_num(r.info.get("kv_cache_bytes")))),
             ]
         else:
@@ -151,11 +160,12 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
     if decode:
         notes.append(
             "time/token = median of one decode step (B tokens) ±95% CI of the median (relative); "
-            "x floor = time / (bytes of weights + KV cache read per step / measured bandwidth), "
-            "'-' where the run had no calibrated bandwidth (--no-calibrate)"
+            "x floor = time / (bytes of weights + KV cache read per step / the calibrated bandwidth of that "
+            "traffic: read); 'cache-resident' where the working set fits in the last-level cache (DRAM "
+            "bandwidth then bounds nothing), '-' where the run had no calibrated bandwidth (--no-calibrate)"
         )
     else:
-        notes.append("step time = median ±95% CI of the median (relative); FLOP/s = analytic FLOPs / median")
+        notes.append("step time = median ±95% CI of the median (relative); FLOP/s = convention FLOPs / median")
         notes.append(MFU_NOTE)
         peak = peak_note(recs)
         if peak:

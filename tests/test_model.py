@@ -200,6 +200,7 @@ def test_decode_step_books_one_token_per_sequence_and_its_floor():
         step.run()
     assert step.tokens == 2
     assert step.bytes_moved == step.info["floor_bytes"] > step.info["kv_cache_bytes"] > 0
+    assert step.traffic == "read"  # weights and cache are read, not copied: its floor divides by read bandwidth
     assert step.info["ctx"] == 8 + 8
     assert step.info["mem_breakdown"]["kv_cache"] == step.info["kv_cache_bytes"]
 

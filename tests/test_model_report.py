@@ -82,12 +82,16 @@ def test_records_without_a_tokens_definition_say_so():
 
 
 def test_decode_table_shows_time_per_token_and_floor_ratio():
-    recs = [_rec("1M", 1e6, mode="decode", tps=8000.0, time_over_floor=3.5), _rec("10M", 1e7, mode="decode")]
+    recs = [
+        _rec("1M", 1e6, mode="decode", tps=8000.0, time_over_floor=3.5), _rec("10M", 1e7, mode="decode"),
+        _rec("25M", 2.5e7, mode="decode", time_over_floor=None, cache_resident=True),
+    ]
     t = mode_table(recs[0].label, recs)
     col = {c: i for i, c in enumerate(t.columns)}
     rows = _cells(t)
     assert rows[0][col["P+M"]] == "256+128" and rows[0][col["time/token"]] == "256 ms ±1.5%"
     assert rows[0][col["x floor"]] == "3.50x" and rows[1][col["x floor"]] == "-"
+    assert rows[2][col["x floor"]] == "cache-resident"  # no DRAM floor for a working set the LLC holds
 
 
 def test_failed_rows_show_status_and_reason_below():

@@ -203,5 +203,5 @@ def decode_step(
 
     return Step(
         fn=fn, inputs=(), flops=flops, tokens=prompt.shape[0], working_set_bytes=floor_bytes,
-        bytes_moved=float(floor_bytes), info=info, teardown=teardown,
+        bytes_moved=float(floor_bytes), traffic="read", info=info, teardown=teardown,
     )
