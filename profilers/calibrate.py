@@ -36,7 +36,7 @@ from .calibration_cache import (
 from .contention import CpuWindow, usable_cores
 from .device import cache_name, last_level_cache_bytes, synchronize
 from .roofline import TRAFFIC_BANDWIDTH, Peaks, bandwidth_kind, compute_key
-from .specs import lookup_spec
+from .specs import MIG_NO_SPEC, is_mig_name, lookup_spec
 from .timer import TimerPolicy, make_clock, measure_time
 from .warnings import oversubscribed
 
@@ -378,6 +378,7 @@ def to_peaks(res: CalibrationResult) -> Peaks:
         measured_copy_bytes_per_s=cal.bytes_per_s("copy"),
         measured_read_bytes_per_s=cal.bytes_per_s("read"),
         spec=lookup_spec(cal.device_name) if cuda else None,
+        spec_reason=MIG_NO_SPEC if cuda and is_mig_name(cal.device_name) else None,
         source=(
             f"{cal.level} calibration {cal.created_utc} ({how}; {cal.threads} threads, torch {cal.key.get('torch')}): "
             f"{res.path}"

@@ -41,6 +41,8 @@ class Peaks:
         measured_copy_bytes_per_s: calibrated copy bandwidth (bytes read + written per s).
         measured_read_bytes_per_s: calibrated read bandwidth (bytes read per s, streaming sum).
         spec: datasheet peaks when the GPU is known, else None.
+        spec_reason: why a CUDA device has no spec peak although its chip may be known (a MIG
+            slice: the full chip's datasheet does not apply), else None.
         source: which calibration: level, time, threads, torch, cache file.
         level: 'quick' (a sweep's own first calibration) or 'full' (`xfbench env --calibrate`).
         threads: torch intra-op threads the calibration ran with.
@@ -52,6 +54,7 @@ class Peaks:
     measured_copy_bytes_per_s: float | None = None
     measured_read_bytes_per_s: float | None = None
     spec: SpecPeaks | None = None
+    spec_reason: str | None = None
     source: str = ""
     level: str | None = None
     threads: int | None = None
@@ -64,6 +67,8 @@ class Peaks:
         """How the spec-sheet peak stands: known model, unknown GPU, or none for a CPU."""
         if self.spec is not None:
             return f"spec sheet: {self.spec.name} (dense)" + (f"; {self.spec.note}" if self.spec.note else "")
+        if self.spec_reason is not None:
+            return self.spec_reason
         if self.device_type == "cuda":
             return f"unknown GPU '{self.device_name}': no spec-sheet peak (give --peak-tflops)"
         return "no spec-sheet peak for CPUs"

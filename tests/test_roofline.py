@@ -162,3 +162,12 @@ def test_table_notes_name_the_peak_and_explain_warnings():
     (table,) = results_tables([_record(mfu_measured=0.5, peak_measured_flop_per_s=2e11)], {"throttled": "cool it"})
     assert any("calibrated dense matmul peak (float32 200 GFLOP/s" in n for n in table.notes)
     assert "  throttled: cool it" in table.notes
+
+
+def test_a_mig_slice_has_no_spec_peak_and_says_why():
+    from xfbench.profilers.specs import MIG_NO_SPEC
+
+    slice_ = Peaks("cuda", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", {"bfloat16": 1e14}, 1e12, None, spec_reason=MIG_NO_SPEC)
+    m, info = roofline_metrics(flops=1e12, bytes_moved=None, time_s=0.1, dtype_key="bfloat16", peaks=slice_)
+    assert m["mfu_spec"] is None and m["mfu_measured"] == pytest.approx(0.1)
+    assert info["peak_spec_source"] == MIG_NO_SPEC  # not "unknown GPU"

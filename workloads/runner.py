@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +27,7 @@ from ..profilers.env import collect_environment, cpu_governor, provenance
 from ..profilers.measure import MeasureOptions, measure
 from ..profilers.memory import is_oom, memory_cap
 from ..profilers.roofline import Peaks
+from ..profilers.specs import MIG_NO_SPEC
 from ..profilers.telemetry import open_telemetry
 from ..profilers.timer import TimerPolicy
 from ..profilers.warnings import environment_warnings, hints
@@ -160,6 +161,8 @@ def open_sweep(cases: list[Case], opts: RunOptions, progress: Progress | None = 
         mopts.idle_power_w, mopts.idle_method = telemetry.idle_power()
     if mopts.peaks is None and opts.calibrate and not opts.fake_clock and cases:
         mopts.peaks = _calibrate(device, cases, opts, progress)
+    if mopts.peaks is not None and telemetry.mig:  # NVML knows a MIG slice even when its name does not say so
+        mopts.peaks = replace(mopts.peaks, spec=None, spec_reason=MIG_NO_SPEC)
     calibration = None
     if mopts.peaks is not None or opts.peak_flops_override:
         calibration = mopts.peaks.summary() if mopts.peaks is not None else {}
