@@ -28,7 +28,7 @@ def env(
 
     peak = parse_peak_tflops(peak_tflops)
 
-    from ..profilers.env import collect_environment, git_info
+    from ..profilers.env import collect_environment, provenance
     from ..reports.environment import environment_table
     from ..reports.terminal import print_table
     from .console import make_console
@@ -41,7 +41,7 @@ def env(
         res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate, level="full")
         report = calibration_report(res, peak)
     info = collect_environment(calibration=report)
-    info["git"] = git_info()
+    info.update(provenance())
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return ExitStatus.OK

@@ -50,8 +50,14 @@ def environment_table(env: dict[str, Any]) -> Table:
     cal = env.get("calibration")
     if cal:
         rows.append(("calibration", cal.get("path") or cal.get("source")))
-    git = env.get("git")
-    if git:
-        commit = git.get("commit")
-        rows.append(("git", f"{commit}{' (dirty)' if git.get('dirty') else ''}" if commit else "not a git checkout"))
+    def commit(where: dict) -> str:
+        c = where.get("commit")
+        return f"{c}{' (dirty)' if where.get('dirty') else ''}" if c else "not a git checkout"
+
+    own = env.get("xfbench")
+    if own:
+        rows.append(("xfbench", f"{own.get('version')} · {own.get('source')} · {commit(own)}"))
+    workdir = env.get("workdir")
+    if workdir:
+        rows.append(("working directory", f"{workdir.get('path')} · {commit(workdir)}"))
     return Table("environment", ["what", "value"], [[Cell(k), Cell(str(v))] for k, v in rows])
