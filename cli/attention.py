@@ -1,7 +1,5 @@
 """`xfbench attention`: sweep sequence lengths over attention implementations."""
 
-from __future__ import annotations
-
 import typer
 
 from .common import Dtype, SharedOptions, check_dtype, sweep_command

@@ -5,8 +5,6 @@ A sweep command declares only its own options and takes `shared: SharedOptions`;
 the command's CLI signature and hands them over as one SharedOptions.
 """
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 import inspect
@@ -110,6 +108,16 @@ class SharedOptions:
         )
 
 
+@functools.cache
+def _shared_parameters() -> list[inspect.Parameter]:
+    """SharedOptions' fields as keyword-only CLI parameters (computed once per process)."""
+    hints = typing.get_type_hints(SharedOptions, include_extras=True)
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in dataclasses.fields(SharedOptions)
+    ]
+
+
 def sweep_command(fn: Callable[..., typing.Any]) -> Callable[..., typing.Any]:
     """Give a command `fn(own options..., shared: SharedOptions)` the shared options on its CLI.
 
@@ -117,11 +125,7 @@ def sweep_command(fn: Callable[..., typing.Any]) -> Callable[..., typing.Any]:
     """
     hints = typing.get_type_hints(fn, include_extras=True)
     own = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values() if p.name != "shared"]
-    shared_hints = typing.get_type_hints(SharedOptions, include_extras=True)
-    shared = [
-        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=shared_hints[f.name])
-        for f in dataclasses.fields(SharedOptions)
-    ]
+    shared = _shared_parameters()
     clash = {p.name for p in own} & {p.name for p in shared}
     if clash:
         raise TypeError(f"{fn.__name__} redefines shared options: {', '.join(sorted(clash))}")

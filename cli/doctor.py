@@ -1,9 +1,5 @@
 """`xfbench doctor`: is this machine fit to benchmark, and what is its measurement floor?"""
 
-from __future__ import annotations
-
-import json
-
 import typer
 
 from .status import ExitStatus
@@ -32,6 +28,8 @@ def doctor(
     )
     rep = report(facts)
     if as_json:
+        import json  # here, not at start-up: --help stays fast
+
         typer.echo(json.dumps(rep, indent=2, default=str))
         return ExitStatus.OK
     from ..reports.doctor import doctor_table, verdict_lines

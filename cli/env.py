@@ -1,9 +1,5 @@
 """`xfbench env`: the software and hardware a measurement would run on, and its measured peaks."""
 
-from __future__ import annotations
-
-import json
-
 import typer
 
 from .status import ExitStatus
@@ -43,6 +39,8 @@ def env(
     info = collect_environment(calibration=report)
     info.update(provenance())
     if as_json:
+        import json  # here, not at start-up: --help stays fast
+
         typer.echo(json.dumps(info, indent=2, default=str))
         return ExitStatus.OK
     console = make_console()

@@ -1,11 +1,13 @@
 """The Typer app: wires commands together and maps every outcome to one exit code.
 
-Only typer/click are imported here; each command imports torch lazily inside its body,
-so `xfbench --help` and `--version` start fast.
+Only typer/click are imported here. A command's module is imported (and its options built)
+only when that command runs or shows its help, and each command imports torch lazily inside
+its body, so `xfbench --help` and `--version` start fast.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -20,17 +22,31 @@ except ImportError:  # older typer depends on click (e.g. GPU images that pin an
 
 from .. import __version__
 from ..reports.errors import BadInput
-from . import attention, doctor, env, model, plan
 from .status import ExitStatus
 
-# Registry: command name -> function. Adding a command is one module plus one line here.
+# Registry: command name -> (its module, holding a function of that name; the one-line help
+# `xfbench --help` lists, the function docstring's first line: tests/test_cli.py checks).
+# Adding a command is one module plus one line here.
 COMMANDS = {
-    "attention": attention.attention,
-    "doctor": doctor.doctor,
-    "env": env.env,
-    "model": model.model,
-    "plan": plan.plan,
+    "attention": (
+        "xfbench.cli.attention", "Time and memory of attention across sequence lengths: parallel, yet quadratic."
+    ),
+    "doctor": (
+        "xfbench.cli.doctor",
+        "Timer overhead, run-to-run noise, peaks, NVML, governor, load, threads: verdict OK / NOISY / UNFIT.",
+    ),
+    "env": (
+        "xfbench.cli.env",
+        "Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM, NVML; with --calibrate, measured peaks.",
+    ),
+    "model": ("xfbench.cli.model", "Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."),
+    "plan": ("xfbench.cli.plan", "Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."),
 }
+
+
+def command_function(name: str):
+    """The function behind command `name` (imports its module)."""
+    return getattr(importlib.import_module(COMMANDS[name][0]), name)
 
 
 def _fail(message: str, status: ExitStatus) -> None:
@@ -40,7 +56,27 @@ def _fail(message: str, status: ExitStatus) -> None:
 
 class XfbenchGroup(TyperGroup):
     """Runs commands non-standalone so a command's return value is the exit code, and every
-    bad input is one line on stderr with exit code 2 instead of a usage box or traceback."""
+    bad input is one line on stderr with exit code 2 instead of a usage box or traceback.
+
+    Commands load lazily (click's lazy-group pattern): the group lists COMMANDS' names and
+    one-line helps, and builds a command only when it is asked for.
+    """
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, cmd_name: str):
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in self.commands:
+            one = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+            one.command(cmd_name)(command_function(cmd_name))
+            self.commands[cmd_name] = typer.main.get_command(one)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx, formatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -85,10 +121,6 @@ def _root(
     ),
 ) -> None:
     """Benchmark and profile transformer workloads: attention, model scale, data parallelism."""
-
-
-for _name, _fn in COMMANDS.items():
-    app.command(_name)(_fn)
 
 
 def main() -> None:

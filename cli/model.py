@@ -1,7 +1,5 @@
 """`xfbench model`: throughput, MFU and memory of a GPT across parameter counts."""
 
-from __future__ import annotations
-
 import typer
 
 from .common import SharedOptions, check_dtype, sweep_command

@@ -1,7 +1,5 @@
 """`xfbench plan`: compute-optimal training tokens, FLOPs, device-hours and energy for a model size."""
 
-from __future__ import annotations
-
 import math
 import re
 from pathlib import Path

@@ -130,3 +130,14 @@ def test_count_flops_records_counted_over_work(tmp_path):
     assert rec.info["flops_counted_by_module"]["Global"] == rec.metrics["work_flops_per_call"]
     assert rec.metrics["work_flops_per_call"] == rec.metrics["flops_per_call"]  # full fwd: work = convention
     assert "counted/work 1.00" in result.output
+
+
+def test_the_command_list_is_each_commands_own_docstring():
+    # `xfbench --help` lists COMMANDS without importing the command modules (they load lazily):
+    # each listed line must be the first line of that command function's docstring.
+    from xfbench.cli.main import COMMANDS, command_function
+
+    for name, (_, short) in COMMANDS.items():
+        assert command_function(name).__doc__.strip().splitlines()[0] == short, name
+    out = runner.invoke(app, ["--help"]).output
+    assert all(name in out for name in COMMANDS)
