@@ -34,12 +34,11 @@ def test_oom_sizes_seed_from_records():
     assert oom_sizes([records[0].model_copy(update={"status": "oom"})]) == {good[0].series: 32}
 
 
-def test_a_flop_count_that_cannot_run_leaves_the_case_ok():
-    # torch's FlopCounterMode module tracker refuses autograd.grad() through nn.LSTM's leaf weights.
+def test_counted_flops_reach_the_record_with_their_ratio():
+    # lstm fwd+bwd: counted through the oneDNN RNN kernels' formulas, against the work it dispatches.
     case = cases(AttentionConfig(seq_lens=[16], impls=["lstm"], modes=["fwdbwd"], heads=2, head_dim=8), CPU)[0]
     opts = RunOptions(policy=fast_policy(), measure_memory=False, count_flops=True, calibrate=False)
     (rec,) = run_cases([case], lambda r: None, opts)
     assert rec.status == "ok"
-    assert rec.metrics["flops_counted_over_work"] is None  # nothing counted: no ratio, and no mismatch warning
-    assert "flop_count_mismatch" not in rec.warnings
-    assert rec.info["flops_count_error"].startswith("RuntimeError: A leaf node")
+    assert rec.metrics["flops_counted_per_call"] == rec.metrics["work_flops_per_call"] == rec.metrics["flops_per_call"]
+    assert rec.metrics["flops_counted_over_work"] == 1.0 and "flop_count_mismatch" not in rec.warnings
