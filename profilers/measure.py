@@ -25,7 +25,7 @@ from ..reports.schema import Measurement, TimeStats
 from .device import cache_policy
 from .roofline import Peaks, compute_key, roofline_metrics
 from .timer import TimerPolicy, make_clock, measure_time
-from .warnings import MeasurementWarning, time_warnings
+from .warnings import MeasurementWarning, bound_warnings, time_warnings
 
 WINDOW = "window"  # entered right before the first timed window, exited right after the last
 PASS = "pass"  # runs the step itself, after the timed phase (never inside it)
@@ -159,7 +159,7 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     )
     metrics.update(roof)
     info = {**step.info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
-    warns = [*time_warnings(timing), *opts.env_warnings]
+    warns = [*time_warnings(timing), *bound_warnings(roof), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
     memory = None
     for part in parts:

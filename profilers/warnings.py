@@ -34,6 +34,8 @@ class MeasurementWarning(StrEnum):
     CPU_GOVERNOR = "cpu_governor"
     THREADS_OVERSUBSCRIBED = "threads_oversubscribed"
     FLOP_COUNT_MISMATCH = "flop_count_mismatch"
+    ABOVE_PEAK = "above_peak"
+    BELOW_FLOOR = "below_floor"
 
     @property
     def hint(self) -> str:
@@ -41,6 +43,15 @@ class MeasurementWarning(StrEnum):
 
 
 _HINTS = {
+    MeasurementWarning.ABOVE_PEAK: (
+        "the step ran faster than the calibrated matmul peak (mfu_measured > 1), so that peak is too low: it was "
+        "likely measured under load or is stale; run `xfbench env --recalibrate --device ...` on a quiet machine"
+    ),
+    MeasurementWarning.BELOW_FLOOR: (
+        "the step ran faster than its bandwidth floor (time_over_floor < 1), so the floor is wrong: the calibrated "
+        "bandwidth is low (measured under load, or stale: `xfbench env --recalibrate`) or the working set is "
+        "served from a cache larger than the one detected (info.floor_note)"
+    ),
     MeasurementWarning.FLOP_COUNT_MISMATCH: (
         "counted/work FLOPs (metrics.flops_counted_over_work) outside 0.95..1.05: torch's FlopCounterMode "
         "counted other FLOPs than the work the implementation executes (info.work_flop_convention); "
@@ -87,6 +98,18 @@ def time_warnings(stats: TimeStats) -> list[MeasurementWarning]:
         out.append(MeasurementWarning.HIGH_NOISE)
     if launch_bound(stats):
         out.append(MeasurementWarning.LAUNCH_BOUND)
+    return out
+
+
+def bound_warnings(metrics: dict) -> list[MeasurementWarning]:
+    """Pure check of the roofline figures: a ceiling the step beat is a wrong ceiling, never a result."""
+    out = []
+    mfu = metrics.get("mfu_measured")
+    if mfu is not None and mfu > 1.0:
+        out.append(MeasurementWarning.ABOVE_PEAK)
+    over = metrics.get("time_over_floor")
+    if over is not None and over < 1.0:
+        out.append(MeasurementWarning.BELOW_FLOOR)
     return out
 
 

@@ -171,3 +171,12 @@ def test_a_mig_slice_has_no_spec_peak_and_says_why():
     m, info = roofline_metrics(flops=1e12, bytes_moved=None, time_s=0.1, dtype_key="bfloat16", peaks=slice_)
     assert m["mfu_spec"] is None and m["mfu_measured"] == pytest.approx(0.1)
     assert info["peak_spec_source"] == MIG_NO_SPEC  # not "unknown GPU"
+
+
+def test_a_ceiling_the_step_beat_is_flagged_as_wrong():
+    from xfbench.profilers.warnings import MeasurementWarning, bound_warnings
+
+    assert bound_warnings({"mfu_measured": 1.22, "time_over_floor": 3.0}) == [MeasurementWarning.ABOVE_PEAK]
+    assert bound_warnings({"mfu_measured": 0.5, "time_over_floor": 0.8}) == [MeasurementWarning.BELOW_FLOOR]
+    assert bound_warnings({"mfu_measured": 1.0, "time_over_floor": 1.0}) == []  # at the ceiling is not beyond it
+    assert bound_warnings({"mfu_measured": None, "time_over_floor": None}) == []
