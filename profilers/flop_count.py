@@ -136,12 +136,12 @@ def count_flops(step, depth: int = 4) -> FlopCount:
     return FlopCount(int(counter.get_total_flops()), per_module)
 
 
-def counted_over_analytic(counted: float, analytic: float) -> float | None:
+def counted_over_work(counted: float, work: float) -> float | None:
     """The cross-check ratio; None when either side is missing or zero (nothing countable:
     a CUDA-graph replay dispatches no ops the counter can see)."""
-    if not counted or not analytic:
+    if not counted or not work:
         return None
-    return counted / analytic
+    return counted / work
 
 
 def check_ratio(ratio: float | None) -> str | None:
@@ -178,7 +178,7 @@ def cross_check(step: Any, depth: int = 4) -> tuple[dict[str, Any], dict[str, An
     except RuntimeError as e:  # a cross-check that cannot run must not fail the measured case
         # (e.g. torch's module tracker refuses autograd.grad() through an nn.Module's leaves)
         return metrics, {"flops_count_error": f"{type(e).__name__}: {str(e).splitlines()[0]}"[:300]}, False
-    ratio = counted_over_analytic(counted.total, work)
+    ratio = counted_over_work(counted.total, work)
     metrics.update(flops_counted_per_call=counted.total or None, flops_counted_over_work=ratio)
     if ratio is None:
         return metrics, {"flops_count_error": check_ratio(None)}, False

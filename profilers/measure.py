@@ -140,6 +140,9 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     profilers = [cls(ctx) for cls in enabled_profilers(opts)]
     windows = [p for p in profilers if p.kind == WINDOW]
     timing = measure_time(step, opts.policy, make_clock(device, opts.fake_clock), window=_all(windows))
+    # The code path as it stood at the end of the timed phase: the passes below run the step
+    # again, and what they trigger (a recompile, say) is not the timed loop's.
+    step_info = dict(step.info)
     parts = [p.result(timing) for p in profilers]
 
     t = timing.median_s
@@ -153,12 +156,12 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     tf32 = torch.get_float32_matmul_precision() != "highest"
     roof, roof_info = roofline_metrics(
         flops=step.flops, bytes_moved=step.bytes_moved, time_s=t,
-        dtype_key=compute_key(step.info.get("dtype"), device.type, tf32),
+        dtype_key=compute_key(step_info.get("dtype"), device.type, tf32),
         peaks=opts.peaks, peak_flops_override=opts.peak_flops_override, traffic=step.traffic,
         cache_resident=policy.cache_resident,
     )
     metrics.update(roof)
-    info = {**step.info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
+    info = {**step_info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
     warns = [*time_warnings(timing), *bound_warnings(roof), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
     memory = None

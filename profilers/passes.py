@@ -97,6 +97,12 @@ class PeakMemory:
         return Contribution(memory=measure_peak(self.ctx.step.run, self.ctx.device))
 
 
+COMPILED_NOT_COUNTED = (
+    "not counted: a torch.compile'd step runs Inductor's generated kernels, which FlopCounterMode does not see "
+    "(count the eager variant)"
+)
+
+
 class FlopCount:
     """One more call under torch's FlopCounterMode (outside timing): counted FLOPs against the work the
     implementation dispatches (Step.work_flops)."""
@@ -111,6 +117,8 @@ class FlopCount:
         return opts.count_flops
 
     def result(self, timing: TimeStats) -> Contribution:
+        if "compile" in self.ctx.step.info:  # Inductor's generated kernels never reach the counter
+            return Contribution(info={"flops_count_error": COMPILED_NOT_COUNTED})
         metrics, info, mismatch = cross_check(self.ctx.step)
         return Contribution(
             metrics=metrics, info=info, warnings=[MeasurementWarning.FLOP_COUNT_MISMATCH] if mismatch else []

@@ -10,7 +10,7 @@ from xfbench.profilers.flop_count import (
     RATIO_LOW,
     check_ratio,
     count_flops,
-    counted_over_analytic,
+    counted_over_work,
     cross_check,
     custom_mapping,
 )
@@ -88,8 +88,8 @@ def test_rnn_kernels_count_every_weight_with_every_token():
 
 
 def test_ratio_and_its_five_percent_band():
-    assert counted_over_analytic(110, 100) == 1.1
-    assert counted_over_analytic(0, 100) is None and counted_over_analytic(5, 0) is None
+    assert counted_over_work(110, 100) == 1.1
+    assert counted_over_work(0, 100) is None and counted_over_work(5, 0) is None
     assert (RATIO_LOW, RATIO_HIGH) == (0.95, 1.05)
     assert check_ratio(1.0) is None and check_ratio(RATIO_LOW) is None and check_ratio(RATIO_HIGH) is None
     assert "outside 0.95..1.05" in check_ratio(0.94) and "outside" in check_ratio(1.06)

@@ -103,3 +103,20 @@ def test_a_child_process_hands_its_measurement_to_the_parent():
     child.join(timeout=60)
     assert child.exitcode == 0
     assert m.time.n >= 6 and m.time.median_s > 0 and m.time.clock == "perf_counter"
+
+
+def test_a_compiled_step_is_not_counted_and_says_why():
+    from xfbench.profilers.measure import Context
+    from xfbench.profilers.passes import COMPILED_NOT_COUNTED, FlopCount
+
+    _, step = _step()
+    step.info["compile"] = "torch.compile(backend=inductor)"
+    part = FlopCount(Context(step, CPU, MeasureOptions(count_flops=True))).result(None)
+    assert part.info == {"flops_count_error": COMPILED_NOT_COUNTED} and not part.warnings
+
+
+def test_a_plan_with_nothing_left_writes_no_empty_segment(tmp_path):
+    from xfbench.workloads.runner import run_plan
+
+    path = tmp_path / "results.jsonl"
+    assert run_plan([], path, command="attention") == [] and not path.exists()

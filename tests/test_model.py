@@ -233,3 +233,12 @@ def test_recompile_inside_the_timed_loop_is_flagged():
     assert info["recompiles_in_timed_loop"] == 0
     checked(torch.ones(3, 5))  # a new shape: guards fail, Dynamo compiles again
     assert info["recompiles_in_timed_loop"] >= 1
+
+
+def test_a_training_step_touches_its_grads_and_optimizer_states_too():
+    # The cache policy and the cache-residency flag read working_set_bytes: a training step touches
+    # far more than its weights (grads, AdamW states, activations): the memory estimate's total.
+    (case,) = _tiny_case("train")
+    step = prepare(case, CPU)
+    assert step.working_set_bytes == step.info["mem_analytic_bytes"]
+    assert step.working_set_bytes > 16 * step.info["n_params"]  # fp32 weights + grads + AdamW states, and more

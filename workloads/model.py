@@ -191,6 +191,8 @@ def prepare(case: Case, device: torch.device) -> Step:
             raise ValueError(f"unknown mode '{mode}'")
     info.update(est.info())
     step.work_flops = work_per_token * step.tokens
+    if mode != "decode":  # what a call touches: every persistent part and what the step allocates
+        step.working_set_bytes = est.total_bytes  # (decode's: its weights and KV cache, the floor's bytes)
     return step
 
 

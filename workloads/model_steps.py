@@ -117,8 +117,8 @@ def train_step(model, info: dict, *, device, dtype, compile: bool, x, y, flops: 
 
     if compile:
         fn = warm_compiled(fn, (x, y), counter, info)
-    working = sum(p.numel() * p.element_size() for p in model.parameters()) + 2 * x.numel() * x.element_size()
-    return Step(fn=fn, inputs=(x, y), flops=flops, tokens=tokens, working_set_bytes=working, info=info)
+    # working_set_bytes: prepare() sets it from the memory estimate (weights, grads, AdamW states, activations)
+    return Step(fn=fn, inputs=(x, y), flops=flops, tokens=tokens, working_set_bytes=0, info=info)
 
 
 def prefill_step(model, info: dict, *, compile: bool, x, flops: float, tokens: int) -> Step:
@@ -131,8 +131,8 @@ def prefill_step(model, info: dict, *, compile: bool, x, flops: float, tokens: i
 
     if compile:
         fn = warm_compiled(fn, (x,), counter, info)
-    working = sum(p.numel() * p.element_size() for p in model.parameters()) + x.numel() * x.element_size()
-    return Step(fn=fn, inputs=(x,), flops=flops, tokens=tokens, working_set_bytes=working, info=info)
+    # working_set_bytes: prepare() sets it from the memory estimate (weights, activations, logits)
+    return Step(fn=fn, inputs=(x,), flops=flops, tokens=tokens, working_set_bytes=0, info=info)
 
 
 class Decoder:

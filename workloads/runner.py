@@ -157,10 +157,14 @@ def open_sweep(cases: list[Case], opts: RunOptions, progress: Progress | None = 
             environment_warnings(cpu_governor(), torch.get_num_threads(), usable_cores()) if not opts.fake_clock else ()
         ),
     )
-    if opts.idle_baseline and not opts.fake_clock:  # before calibrating: its GEMMs heat the device
-        mopts.idle_power_w, mopts.idle_method = telemetry.idle_power()
-    if mopts.peaks is None and opts.calibrate and not opts.fake_clock and cases:
-        mopts.peaks = _calibrate(device, cases, opts, progress)
+    try:
+        if opts.idle_baseline and not opts.fake_clock:  # before calibrating: its GEMMs heat the device
+            mopts.idle_power_w, mopts.idle_method = telemetry.idle_power()
+        if mopts.peaks is None and opts.calibrate and not opts.fake_clock and cases:
+            mopts.peaks = _calibrate(device, cases, opts, progress)
+    except BaseException:  # NVML counts its initialisations: hand this one back before failing
+        telemetry.close()
+        raise
     if mopts.peaks is not None and telemetry.mig:  # NVML knows a MIG slice even when its name does not say so
         mopts.peaks = replace(mopts.peaks, spec=None, spec_reason=MIG_NO_SPEC)
     calibration = None
@@ -284,6 +288,8 @@ def run_plan(
     calibration used. Returns the records measured by this call.
     """
     cases = list(cases)
+    if not cases:  # nothing left to run (a --resume of a finished plan): no empty segment
+        return []
     _set_threads(opts)
     prior = load_results(results_path).records if results_path.exists() else []
     sweep = open_sweep(cases, opts, progress)
