@@ -44,8 +44,8 @@ def _rec(n: int, status: str = "ok", reason: str | None = None, clock: str = "pe
 
 
 def _run(records: list[Record]) -> RunResult:
-    return RunResult(header=Header(run_id="r", tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention"),
-                     records=records)
+    header = Header(run_id="r", tool_version="t", created_utc="2025-01-01T00:00:00+00:00", command="attention")
+    return RunResult(header=header, records=records)
 
 
 def test_a_resumed_case_shows_only_its_latest_record():
