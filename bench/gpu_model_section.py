@@ -56,10 +56,15 @@ class Ref:
     ms: float | None = None  # per call: one train step, one decode step
     ktok_s: float | None = None
     mfu: float | None = None  # against 989 TF/s, 6N + 12*L*d*T FLOPs per token
-    floor_ms: float | None = None  # (weights + whole KV cache) / 4.2 TB/s
+    floor_ms: float | None = None  # (weights + whole KV cache) / REF_COPY_BYTES_PER_S
     peak_gib: float | None = None
     mj_per_token: float | None = None
 
+
+# The reference's decode floors divide by its copy bandwidth (bytes read + written), so the
+# bytes xfbench books per step are set against them over that same bandwidth; xfbench's own
+# floor (and xfloor) divides by the calibrated *read* bandwidth, the same kind of traffic.
+REF_COPY_BYTES_PER_S = 4.2e12
 
 # (mode, variant, preset, batch) -> reference, at GPU_SHAPES' T, P and M. Decode: the table of
 # the CUDA-graph runs (static KV cache of P+M positions, as xfbench's decode step).
@@ -131,6 +136,10 @@ def _num(value: float | None, fmt: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, fmt)
 
 
+def _bytes_over(nbytes: float | None, bytes_per_s: float) -> float | None:
+    return None if nbytes is None else nbytes / bytes_per_s
+
+
 def _pair(value: float | None, ref: float | None, fmt: str, scale: float = 1.0) -> str:
     """'measured [ref]' in one column; '-' for a missing figure."""
     return f"{_num(value, fmt, scale):>8} [{'-' if ref is None else format(ref, 'g')}]".ljust(16)
@@ -138,7 +147,7 @@ def _pair(value: float | None, ref: float | None, fmt: str, scale: float = 1.0) 
 
 HEADER = (
     f"{'mode':7} {'variant':11} {'model':>5} {'params':>7} {'B':>2}  {'ms/call [ref]':16} {'ktok/s [ref]':16} "
-    f"{'TF/s':>6} {'MFUspec [ref]':16} {'MFUmeas':>7} {'floor ms [ref]':16} {'xfloor':>6} "
+    f"{'TF/s':>6} {'MFUspec [ref]':16} {'MFUmeas':>7} {'@4.2TB/s [ref]':16} {'xfloor':>6} "
     f"{'peak GiB [ref]':16} {'anaGiB':>6} {'mJ/token [ref]':16} notes"
 )
 
@@ -172,7 +181,8 @@ def model_row(rec: Record, spec) -> str:
         f"{_num(m.get('flop_per_s'), '.1f', 1e-12):>6}",
         _pair(_spec_mfu(rec, spec), ref.mfu, ".3f"),
         f"{_num(m.get('mfu_measured'), '.3f'):>7}",
-        _pair(m.get("bandwidth_floor_s") if decode else None, ref.floor_ms, ".3f", 1e3),
+        _pair(_bytes_over(m.get("bytes_moved_per_call"), REF_COPY_BYTES_PER_S) if decode else None, ref.floor_ms,
+              ".3f", 1e3),
         f"{_num(m.get('time_over_floor') if decode else None, '.2f'):>6}",
         _pair(mem, ref.peak_gib, ".2f", 2**-30),
         f"{_num(rec.info.get('mem_analytic_step_bytes'), '.2f', 2**-30):>6}",
@@ -200,7 +210,8 @@ def model_section(device: torch.device, opts: RunOptions | None = None, quick: b
     counts = {s: sum(r.status == s for r in records) for s in ("ok", "skipped", "oom", "error")}
     print("status: " + "  ".join(f"{k}={v}" for k, v in counts.items()))
     print("decode: one call = one token for the whole batch from a static KV cache of P+M positions; "
-          "floor = (weights + KV cache bytes) / bandwidth, xfloor = time / floor; reference MFU is against "
+          "@4.2TB/s = (weights + KV cache bytes) / 4.2 TB/s, as the reference's floor (its copy bandwidth); "
+          "xfloor = time / (those bytes / the calibrated read bandwidth); reference MFU is against "
           "989 TF/s with 6N + 12*L*d*T FLOPs per token")
     return records
 

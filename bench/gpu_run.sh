@@ -5,8 +5,9 @@
 # No `pip install -e`: this checkout goes on PYTHONPATH under the name `xfbench` (the repository
 # root is the package, see pyproject's package-dir), and the wheels of what the image lacks are
 # installed into a temp dir beside it, keeping the image's typing_extensions. Caches go to that
-# temp dir too. Logs land in $OUT. gpu_check runs under a GPU_CHECK_TIMEOUT_S limit (420 s; its
-# own estimate is ~5 min), then bench/fidelity.py under FIDELITY_TIMEOUT_S (75 s).
+# temp dir too. Logs land in $OUT. gpu_check runs under a GPU_CHECK_TIMEOUT_S limit (400 s; its
+# own estimate is ~5 min), then bench/fidelity.py under FIDELITY_TIMEOUT_S (50 s): with the kill
+# grace, under 8 minutes in all.
 set -uo pipefail
 OUT=${OUT:-/tmp/xfbench-out}
 mkdir -p "$OUT"
@@ -32,11 +33,11 @@ c=$tmp/cache
 export XFBENCH_CACHE_DIR=$c/xfbench XDG_CACHE_HOME=$c CUDA_CACHE_PATH=$c/nv TORCHINDUCTOR_CACHE_DIR=$c/inductor \
   TRITON_CACHE_DIR=$c/triton PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv | tee "$OUT/nvidia-smi.txt"
-limit=${GPU_CHECK_TIMEOUT_S:-420}
+limit=${GPU_CHECK_TIMEOUT_S:-400}
 timeout -k 10 "$limit" python3 bench/gpu_check.py "$@" 2>&1 | tee "$OUT/gpu_check.log"
 check=${PIPESTATUS[0]}
 [ "$check" = 124 ] && echo "gpu_run: gpu_check stopped at its $limit s limit" | tee -a "$OUT/gpu_check.log"
 [ "$check" = 2 ] && exit 2  # an import failed: fidelity would fail the same way
-timeout -k 10 "${FIDELITY_TIMEOUT_S:-75}" python3 bench/fidelity.py --device cuda --rounds 2 --min-run-time 0.5 \
+timeout -k 10 "${FIDELITY_TIMEOUT_S:-50}" python3 bench/fidelity.py --device cuda --rounds 2 --min-run-time 0.5 \
   --max-time 1 2>&1 | tee "$OUT/fidelity_cuda.log"
 exit "$check"
