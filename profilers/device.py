@@ -19,8 +19,11 @@ from ..reports.units import fmt_bytes
 L2_ROTATE_SPAN = 4
 # Inputs under this share of the working set are not rotated: whether they come from the cache
 # moves the time by less than that share, while the weights and state, which cannot rotate,
-# stay cache-resident anyway (e.g. token ids beside a small model's weights).
+# stay in the cache anyway when the working set fits (e.g. token ids beside a small model's weights).
 ROTATE_MIN_SHARE = 0.1
+# At most this many input sets: Step.rotate clones every input once per set in Python, so tiny inputs
+# (1 KiB would need 204,800 sets to span 4 x a 50 MiB L2) would take seconds of set-up on CUDA.
+MAX_INPUT_SETS = 1024
 # The input sets together may take at most this fraction of the device's free memory.
 ROTATION_MEMORY_FRACTION = 0.25
 # Where Linux describes CPU0's caches: index*/{level,type,size}.
@@ -151,9 +154,10 @@ class CachePolicy:
 
     Args:
         input_sets: distinct input sets the step cycles through (1: no rotation).
-        cache_resident: True when the working set, or the part of it that does not rotate,
-            stays in the last-level cache from one call to the next: bytes over DRAM bandwidth
-            then bound nothing, so no bandwidth floor is given. None: cache size unknown.
+        cache_resident: True when the working set (with its rotated input sets) fits in the
+            last-level cache, or the part of it that does not rotate is at least ROTATE_MIN_SHARE of it
+            and may be served from the cache between calls: bytes over DRAM bandwidth then bound
+            nothing, so no bandwidth floor is given. None: cache size unknown.
         description: the policy and the residency in words, stored in each record.
     """
 
@@ -182,8 +186,9 @@ def plan_rotation(
     cache_bytes: int | None, rotating_bytes: int, staying_bytes: int, budget_bytes: int, *,
     rotate: bool = True, cache: str = "L2",
 ) -> CachePolicy:
-    """Pure policy: enough input sets that the rotating bytes span L2_ROTATE_SPAN x the cache,
-    as many as the byte budget allows, and whether the working set stays cache-resident.
+    """Pure policy: a working set under L2_ROTATE_SPAN x the cache rotates its inputs over enough sets
+    that they span that much, as many as the byte budget and MAX_INPUT_SETS allow; and whether the step
+    is cache-resident (no bandwidth floor).
 
     Args:
         cache_bytes: size of the last-level cache (None: unknown).
@@ -199,31 +204,49 @@ def plan_rotation(
         return CachePolicy(1, None, f"none ({cache} size unknown; working set {fmt_bytes(working)})")
     size = f"the {cache} ({fmt_bytes(cache_bytes)})"
     where = f"working set {fmt_bytes(working)} {'fits in' if fits else 'exceeds'} {size}"
+    # Between 1x and L2_ROTATE_SPAN x the cache, part of what is not rotated hits there between calls.
+    resident = ": cache-resident" if fits else ", partly served from it between calls: the floor may be optimistic"
     if not rotate:
         return CachePolicy(1, fits, f"{CPU_NO_ROTATION}; {where}" + (": cache-resident" if fits else ""))
-    if not fits:
-        return CachePolicy(1, False, f"none: {where}, so each call streams it from device memory")
+    span = L2_ROTATE_SPAN * cache_bytes
+    if working >= span:
+        return CachePolicy(
+            1, False, f"none: working set {fmt_bytes(working)} is at least {L2_ROTATE_SPAN} x {size}, so each call "
+            "streams it from device memory",
+        )
+    if not rotating_bytes:
+        return CachePolicy(1, fits, f"none (no tensor inputs to rotate); {where}{resident}")
     if rotating_bytes < ROTATE_MIN_SHARE * working:
         return CachePolicy(
-            1, True, f"none (tensor inputs {fmt_bytes(rotating_bytes)} are under {ROTATE_MIN_SHARE:.0%} of the working "
-            f"set; the other {fmt_bytes(staying_bytes)}, weights and state, cannot rotate); {where}: cache-resident",
+            1, fits, f"none (tensor inputs {fmt_bytes(rotating_bytes)} are under {ROTATE_MIN_SHARE:.0%} of the working "
+            f"set; the other {fmt_bytes(staying_bytes)}, weights and state, cannot rotate); {where}{resident}",
         )
-    span = L2_ROTATE_SPAN * cache_bytes
-    sets = min(math.ceil(span / rotating_bytes), budget_bytes // rotating_bytes)
+    by_budget = budget_bytes // rotating_bytes
+    sets = min(math.ceil(span / rotating_bytes), by_budget, MAX_INPUT_SETS)
     if sets <= 1:
         return CachePolicy(
-            1, True, f"none (two input sets of {fmt_bytes(rotating_bytes)} exceed the rotation budget "
-            f"{fmt_bytes(budget_bytes)}); {where}: cache-resident",
+            1, fits, f"none (two input sets of {fmt_bytes(rotating_bytes)} exceed the rotation budget "
+            f"{fmt_bytes(budget_bytes)}); {where}{resident}",
         )
     total = sets * rotating_bytes
-    capped = "" if total >= span else f", capped by the {fmt_bytes(budget_bytes)} budget"
-    rotated = f"rotate {sets} input sets of {fmt_bytes(rotating_bytes)} ({fmt_bytes(total)}{capped})"
+    if total >= span:
+        capped = ""
+    elif sets < by_budget:
+        capped = f", capped at {MAX_INPUT_SETS} sets, short of {L2_ROTATE_SPAN} x {size}"
+    else:
+        capped = f", capped by the {fmt_bytes(budget_bytes)} budget"
+    why = "" if fits else f"; the {fmt_bytes(working)} working set is under {L2_ROTATE_SPAN} x {size}"
+    rotated = f"rotate {sets} input sets of {fmt_bytes(rotating_bytes)} ({fmt_bytes(total)}{capped}{why})"
     if total + staying_bytes <= cache_bytes:
         others = f"with the other {fmt_bytes(staying_bytes)} " if staying_bytes else ""
         return CachePolicy(sets, True, f"{rotated}: {others}they still fit in {size}: cache-resident")
-    if staying_bytes:
-        return CachePolicy(
-            sets, True, f"{rotated}: inputs come from device memory, but the other {fmt_bytes(staying_bytes)} "
-            f"(weights, outputs) do not rotate and stay cache-resident in {size}",
-        )
-    return CachePolicy(sets, False, f"{rotated}, more than {size} holds: each call reads its inputs from device memory")
+    inputs = f"{rotated}, more than {size} holds: each call reads its inputs from device memory"
+    if not staying_bytes:
+        return CachePolicy(sets, False, inputs)
+    others = f"the other {fmt_bytes(staying_bytes)} (weights, outputs) do not rotate and may be served from {size}"
+    if staying_bytes >= ROTATE_MIN_SHARE * working:
+        return CachePolicy(sets, True, f"{inputs}, but {others}: cache-resident")
+    return CachePolicy(
+        sets, False, f"{inputs}; {others}, so the floor may be optimistic by up to their "
+        f"{staying_bytes / working:.1%} of the working set",
+    )

@@ -5,6 +5,7 @@ import torch
 
 from xfbench.profilers.device import (
     CPU_NO_ROTATION,
+    MAX_INPUT_SETS,
     CachePolicy,
     cache_policy,
     cache_resident,
@@ -56,9 +57,23 @@ def test_unknown_cache_size():
     assert plan_rotation(None, 10, 0, GIB) == CachePolicy(1, None, "none (L2 size unknown; working set 10 B)")
 
 
-def test_a_working_set_beyond_l2_streams_without_rotation():
-    assert plan_rotation(L2, 40 * MIB, 20 * MIB, GIB) == CachePolicy(
-        1, False, "none: working set 60 MiB exceeds the L2 (50 MiB), so each call streams it from device memory"
+def test_a_working_set_of_four_l2_sizes_streams_without_rotation():
+    assert plan_rotation(L2, 150 * MIB, 50 * MIB, GIB) == CachePolicy(
+        1, False, "none: working set 200 MiB is at least 4 x the L2 (50 MiB), so each call streams it from device "
+        "memory",
+    )
+
+
+def test_a_working_set_between_one_and_four_l2_sizes_rotates():
+    # 100 MiB = 2 x L2: without rotation half of it could still be in L2 from the previous call.
+    assert plan_rotation(L2, 100 * MIB, 0, GIB) == CachePolicy(
+        2, False, "rotate 2 input sets of 100 MiB (200 MiB; the 100 MiB working set is under 4 x the L2 (50 MiB)), "
+        "more than the L2 (50 MiB) holds: each call reads its inputs from device memory",
+    )
+    # Inputs that cannot be rotated there say that the floor may be optimistic.
+    assert plan_rotation(L2, 120 * MIB, 0, 200 * MIB) == CachePolicy(
+        1, False, "none (two input sets of 120 MiB exceed the rotation budget 200 MiB); working set 120 MiB exceeds "
+        "the L2 (50 MiB), partly served from it between calls: the floor may be optimistic",
     )
 
 
@@ -71,9 +86,26 @@ def test_rotation_spans_four_l2_sizes_by_bytes():
 
 
 def test_small_inputs_get_as_many_sets_as_span_the_cache_not_a_fixed_count():
-    # The old policy stopped at 64 sets of 1 KiB (64 KiB, still in L2) and claimed rotation.
-    p = plan_rotation(L2, KIB, 0, GIB)
-    assert p.input_sets == 204800 and p.input_sets * KIB == 4 * L2 and p.cache_resident is False
+    # 4 MiB of inputs: 50 sets = 200 MiB = 4 x L2 (the old policy stopped at 64 sets whatever the size).
+    assert plan_rotation(L2, 4 * MIB, 0, GIB).input_sets == 50
+
+
+def test_the_number_of_sets_is_capped():
+    # 1 KiB inputs would need 204,800 clones to span 4 x L2; 1024 sets of 1 KiB still fit.
+    assert plan_rotation(L2, KIB, 0, GIB) == CachePolicy(
+        MAX_INPUT_SETS, True, "rotate 1024 input sets of 1 KiB (1 MiB, capped at 1024 sets, short of 4 x the L2 "
+        "(50 MiB)): they still fit in the L2 (50 MiB): cache-resident",
+    )
+    assert plan_rotation(L2, 100 * KIB, 0, GIB) == CachePolicy(
+        MAX_INPUT_SETS, False, "rotate 1024 input sets of 100 KiB (100 MiB, capped at 1024 sets, short of 4 x the L2 "
+        "(50 MiB)), more than the L2 (50 MiB) holds: each call reads its inputs from device memory",
+    )
+
+
+def test_an_empty_working_set():
+    assert plan_rotation(L2, 0, 0, GIB) == CachePolicy(
+        1, True, "none (no tensor inputs to rotate); working set 0 B fits in the L2 (50 MiB): cache-resident"
+    )
 
 
 def test_a_budget_cap_that_still_fits_says_cache_resident():
@@ -107,8 +139,18 @@ def test_weights_that_cannot_rotate_keep_the_working_set_resident():
 def test_rotated_inputs_beside_resident_outputs():
     # Attention forward: q, k, v (3 MiB) rotate; the output (1 MiB) is written to the same place each call.
     assert plan_rotation(L2, 3 * MIB, MIB, GIB) == CachePolicy(
-        67, True, "rotate 67 input sets of 3 MiB (201 MiB): inputs come from device memory, but the other 1 MiB "
-        "(weights, outputs) do not rotate and stay cache-resident in the L2 (50 MiB)",
+        67, True, "rotate 67 input sets of 3 MiB (201 MiB), more than the L2 (50 MiB) holds: each call reads its "
+        "inputs from device memory, but the other 1 MiB (weights, outputs) do not rotate and may be served from the "
+        "L2 (50 MiB): cache-resident",
+    )
+
+
+def test_a_small_part_that_does_not_rotate_keeps_the_floor():
+    # q, k, v (30 MiB) rotate; the 1 MiB output is under 10% of the working set: a floor, maybe 3.2% optimistic.
+    assert plan_rotation(L2, 30 * MIB, MIB, GIB) == CachePolicy(
+        7, False, "rotate 7 input sets of 30 MiB (210 MiB), more than the L2 (50 MiB) holds: each call reads its "
+        "inputs from device memory; the other 1 MiB (weights, outputs) do not rotate and may be served from the "
+        "L2 (50 MiB), so the floor may be optimistic by up to their 3.2% of the working set",
     )
 
 
