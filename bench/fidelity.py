@@ -3,7 +3,7 @@
 For attention (sdpa, naive; N = 512, 1024, 2048) and a 2048x2048 matmul, both timers
 measure the very same Step object with the same thread count, in interleaved rounds
 (alternating which goes first). Each round gives one xfbench/torch ratio of two measurements
-taken back to back; PASS when the median of those paired ratios lies within 0.95..1.05 (the
+taken back to back; PASS when the median of those paired ratios lies within 0.97..1.03 (the
 ratio of the two timers' overall medians is printed too). Pairing cancels the slow drift of a
 small VM, whose speed for the same kernel moves by up to 20% over minutes. A benchmark, not a
 test: exits 0.
@@ -32,7 +32,7 @@ from xfbench.profilers.timer import TimerPolicy, make_clock, measure_time
 from xfbench.workloads.attention import AttentionConfig, cases, prepare
 from xfbench.workloads.base import Step
 
-TOLERANCE = 0.05  # PASS when the median paired ratio is within 1 +- this
+TOLERANCE = 0.03  # PASS when the median paired ratio is within 1 +- this (issue 7: 0.97..1.03)
 SEQ_LENS = [512, 1024, 2048]
 MATMUL_N = 2048
 QUIET_WAIT_S = 60.0  # longest wait for the rest of the box to go quiet before a retry
