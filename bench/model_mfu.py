@@ -3,7 +3,7 @@
 Trains the 25M preset (default) for a few steps through xfbench (workloads.model prepare
 + the adaptive timer) and, in the same run, with a minimal hand-written training loop of
 the same architecture (interleaved rounds, alternating which goes first). Prints the
-tokens/s of both, their ratio (goal: xfbench >= 0.95 of the hand loop, i.e. the harness
+tokens/s of both, their ratio (goal: xfbench >= 0.98 of the hand loop, i.e. the harness
 costs nothing), and the MFU of xfbench's step against the calibrated matmul peak of the
 compute dtype (fp32 on CPU, goal >= 0.45; bf16 on CUDA). A benchmark, not a test: exits 0.
 
@@ -31,7 +31,7 @@ from xfbench.workloads.gpt import GPT, PRESETS, GPTConfig
 from xfbench.workloads.model import ModelConfig, cases, prepare
 from xfbench.workloads.model_steps import LEARNING_RATE, WEIGHT_DECAY
 
-RATIO_GOAL = 0.95  # xfbench tokens/s over the hand-written loop's
+RATIO_GOAL = 0.98  # xfbench tokens/s over the hand-written loop's (issue 7)
 CPU_MFU_GOAL = 0.45  # of the calibrated fp32 matmul peak
 
 
