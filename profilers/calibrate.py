@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..reports.units import fmt_bytes
+from ..reports.units import fmt_bytes, fmt_time
 from .calibration_cache import (
     BANDWIDTHS,
     Bandwidth,
@@ -167,11 +167,11 @@ def measure_matmul(
             if prev is not None:
                 call_s = prev[1] * (n / prev[0]) ** 3
                 if call_s > MAX_CALL_S:
-                    skipped.append(f"n={n}: predicted {call_s:.2g} s per call > {MAX_CALL_S:g} s")
+                    skipped.append(f"n={n}: predicted {fmt_time(call_s)} per call > {MAX_CALL_S:g} s")
                     continue
                 if time.perf_counter() - t0 + SIZE_COST_CALLS * call_s > budget_s:
                     skipped.append(
-                        f"n={n}: predicted {call_s:.2g} s per call would overrun the {budget_s:g} s budget"
+                        f"n={n}: predicted {fmt_time(call_s)} per call would overrun the {budget_s:g} s budget"
                     )
                     continue
             if not _fits(device, n, tdtype):
@@ -366,6 +366,12 @@ def peaks_for(
     return to_peaks(res), res
 
 
+def measured_utc(cal: Calibration) -> str:
+    """When the newest of its figures was measured (a recalibration keeps the file's created_utc)."""
+    times = [f.measured_utc for f in (*cal.matmul.values(), *cal.bandwidth.values()) if f.measured_utc]
+    return max(times, default=cal.created_utc)
+
+
 def to_peaks(res: CalibrationResult) -> Peaks:
     """The peaks a sweep measures against: calibrated figures plus the spec sheet, if known."""
     cal = res.calibration
@@ -380,8 +386,8 @@ def to_peaks(res: CalibrationResult) -> Peaks:
         spec=lookup_spec(cal.device_name) if cuda else None,
         spec_reason=MIG_NO_SPEC if cuda and is_mig_name(cal.device_name) else None,
         source=(
-            f"{cal.level} calibration {cal.created_utc} ({how}; {cal.threads} threads, torch {cal.key.get('torch')}): "
-            f"{res.path}"
+            f"{cal.level} calibration {measured_utc(cal)} ({how}; {cal.threads} threads, "
+            f"torch {cal.key.get('torch')}): {res.path}"
         ),
         level=cal.level,
         threads=cal.threads,
@@ -416,6 +422,7 @@ def calibration_report(res: CalibrationResult, peak_flops_override: float | None
         "threads": cal.threads,
         "torch": cal.key.get("torch"),
         "created_utc": cal.created_utc,
+        "measured_utc": measured_utc(cal),
         "clock": cal.clock,
         "level": cal.level,
         "cache_name": cache_name(peaks.device_type),

@@ -73,7 +73,7 @@ def calibration_table(rep: dict[str, Any]) -> Table:
     how = "cached" if rep["reused"] else f"measured now ({', '.join(rep['measured_now'])}) in {rep['elapsed_s']:.1f} s"
     notes = [
         f"{rep['device']} ({rep['device_name']}), {rep['threads']} torch threads, torch {rep['torch']}, "
-        f"clock {rep['clock']}; {how}; calibrated {rep['created_utc']}",
+        f"clock {rep['clock']}; {how}; calibrated {rep.get('measured_utc') or rep['created_utc']}",
         "measured: best over square sizes of the median time of (n,n)@(n,n), 2n^3 FLOPs; "
         f"spec: {rep['spec']}",
         LEVEL_NOTES[rep["level"]],

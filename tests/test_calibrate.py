@@ -156,6 +156,21 @@ def test_cache_is_reused_extended_and_refreshed(tmp_path):
     assert "bfloat16" in fresh.calibration.matmul  # other cached dtypes are kept
 
 
+def test_peaks_name_when_their_newest_figure_was_measured():
+    from pathlib import Path
+
+    from xfbench.profilers.calibrate import calibrate, measured_utc
+    from xfbench.profilers.calibration_cache import CalibrationResult
+
+    cal = calibrate(CPU, ["float32"], **TINY)
+    cal.created_utc = "2026-01-01T00:00:00+00:00"  # a file first written long ago, recalibrated since
+    cal.matmul["float32"].measured_utc = "2026-06-01T12:00:00+00:00"
+    assert measured_utc(cal) == max(f.measured_utc for f in (*cal.matmul.values(), *cal.bandwidth.values()))
+    assert measured_utc(cal) != cal.created_utc
+    peaks = to_peaks(CalibrationResult(cal, Path("c.json"), reused=True))
+    assert f"calibration {measured_utc(cal)} (cached" in peaks.source
+
+
 def test_a_quick_cache_is_upgraded_by_a_full_request_and_a_full_one_serves_quick(tmp_path):
     quick = load_or_calibrate(CPU, dtypes=["float32"], bandwidths=["read"], level="quick", directory=tmp_path, **TINY)
     assert quick.measured == ["float32", "read"] and quick.calibration.level == "quick"
