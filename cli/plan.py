@@ -36,10 +36,13 @@ def plan(
         20.0, "--tokens-per-param", min=1e-9, help="Training tokens per parameter (Chinchilla: 20)."
     ),
     seq_len: int | None = typer.Option(
-        None, "--seq-len", min=1, help="Training context T of the target [default: 2048, GPT-3's]."
+        None, "--seq-len", min=1,
+        help="Training context T of the target [default: the measured one with --results; else 1024 at GPT-2's "
+        "sizes, 2048 (GPT-3's) otherwise].",
     ),
     layers: int | None = typer.Option(
-        None, "--layers", min=1, help="Layers L of the target; with --d-model [default: the GPT-3 row nearest N]."
+        None, "--layers", min=1,
+        help="Layers L of the target; with --d-model [default: as measured at N, else the GPT-2 or nearest GPT-3 row].",
     ),
     d_model: int | None = typer.Option(None, "--d-model", min=1, help="Width d of the target; with --layers."),
     flop_convention: str = typer.Option(
@@ -73,26 +76,26 @@ def plan(
         raise BadInput("--mfu and --peak-tflops go together")
     if flop_convention not in CONVENTIONS:
         raise BadInput(f"--flop-convention: give one of {', '.join(CONVENTIONS)}")
-    try:
-        shape = planner.target_shape(n, seq_len, layers, d_model, flop_convention)
-    except ValueError as e:
-        raise BadInput(str(e)) from None
-    auto = not given and latest_model_run() is not None
+    points, auto = None, not given
     if auto:
         results = latest_model_run()
+    if results is not None:
+        from ..reports.store import load_results
+
+        points = planner.train_points(load_results(results).records, flop_convention)
+        if not points and not auto:
+            raise BadInput(f"--results {results}: the results file has no `xfbench model` train record that ran")
+    try:
+        shape = planner.target_shape(n, seq_len, layers, d_model, flop_convention, points)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
     console = make_console()
     throughput = None
     if tokens_per_s:
         throughput = planner.from_tokens_per_s(tokens_per_s)
-    elif results is not None:
-        from ..reports.store import load_results
-
-        try:
-            throughput = planner.from_results(n, shape, load_results(results).records)
-            console.print(f"throughput measured in {results}" + (" (newest model run)" if auto else ""), markup=False)
-        except ValueError as e:
-            if not auto:
-                raise BadInput(f"--results {results}: {e}") from None
+    elif points:
+        throughput = planner.from_results(n, shape, points)
+        console.print(f"throughput measured in {results}" + (" (newest model run)" if auto else ""), markup=False)
     elif mfu is not None:
         throughput = planner.from_mfu(n, shape, mfu, peak_tflops * 1e12)
     estimate = planner.make_plan(n, tokens_per_param, throughput, devices, shape)

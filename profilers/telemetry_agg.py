@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..reports.units import fmt_time
+
 # Background sampling period of power, clocks, reasons, temperature and utilization.
 # Energy comes from the counter delta between the window's two ends, not from these
 # samples, which only summarize power and clocks (and NVML refreshes power every ~20-100
@@ -141,9 +143,9 @@ def aggregate(
     elif start.energy_mj is None or end.energy_mj is None:
         why = "energy counter unsupported: " + unsupported.get("energy", "not read")
     elif window_s < min_window_s:
-        why = f"window {window_s:.3g} s is shorter than {min_window_s:g} s (the energy counter's resolution)"
+        why = f"window {fmt_time(window_s)} is shorter than {min_window_s:g} s (the energy counter's resolution)"
     elif end.energy_mj - start.energy_mj <= 0:
-        why = f"energy counter did not advance over {window_s:.3g} s"
+        why = f"energy counter did not advance over {fmt_time(window_s)}"
     else:
         energy_j = (end.energy_mj - start.energy_mj) / 1e3
     tokens = calls * tokens_per_call if tokens_per_call else None

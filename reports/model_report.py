@@ -34,8 +34,9 @@ from .units import (
 
 NO_TOKENS_DEFINITION = "tokens/s: these records carry no info['tokens_definition']"
 MFU_NOTE = (
-    "MFU = analytic FLOP/s / peak: 'measured' against the calibrated peak (xfbench env --calibrate), "
-    "'spec' against the device's spec sheet; '-' where the record has no such metric"
+    "MFU = convention FLOPs / median / peak (the FLOP/s above, not the counted work): 'measured' against the "
+    "calibrated peak (xfbench env --calibrate), 'spec' against the device's spec sheet; '-' where the record "
+    "has no such metric"
 )
 WORKLOAD = "model"
 # The FLOP cross-check's ratio, under the name each schema gave it: counted / work FLOPs (v2),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from .model_flops import train_flops_per_token
 from .schema import Record
-from .units import fmt_flops, sci
+from .units import fmt_flop_count, fmt_flops, plain
 
 CHINCHILLA_TOKENS_PER_PARAM = 20.0
 CHINCHILLA_SOURCE = "Hoffmann et al. 2022 (Chinchilla): D = 20·N"
@@ -45,6 +45,23 @@ GPT3_SHAPES = [
     ("175B", 175e9, 96, 12288),
 ]
 GPT3_CONTEXT = 2048
+# GPT-2 (Radford et al. 2019, Table 2) as nanoGPT's presets, which `xfbench model` runs at
+# T = 1024 (their block_size): a target at one of these sizes gets its shape and T, so the
+# planner's FLOPs per token are those of the model's MFU.
+GPT2_SHAPES = [
+    ("124M", 124e6, 12, 768),
+    ("350M", 350e6, 24, 1024),
+    ("774M", 774e6, 36, 1280),
+    ("1.5B", 1.5e9, 48, 1600),
+]
+GPT2_CONTEXT = 1024
+# "At a size": within 5% of it in N. Covers a nominal name and the N xfbench model records
+# (GPT-2 1.5B has N = 1.556B without its position table), far below the spacing of the rows.
+SAME_SIZE = 1.05
+
+
+def _log_distance(a: float, b: float) -> float:
+    return abs(math.log(a / b))
 
 
 @dataclass(frozen=True)
@@ -73,27 +90,55 @@ class Shape:
         return f"L = {self.n_layer}, d = {self.d_model}, T = {self.seq_len}, {self.convention} attention"
 
 
+def _table_row(n_params: float) -> tuple[str, int, int, int]:
+    """(name and source, L, d, T) of the row for N: a GPT-2 size's own row, else the nearest
+    GPT-3 row (the nearer where both are close, GPT-2 on a tie: 350M is in both tables)."""
+    rows = [(f"GPT-2 {name}, nanoGPT's preset, as xfbench model runs it", n, L, d, GPT2_CONTEXT)
+            for name, n, L, d in GPT2_SHAPES if _log_distance(n, n_params) <= math.log(SAME_SIZE)]
+    rows += [(f"GPT-3 {name}, the row of Brown et al. 2020 Table 2.1 nearest N", n, L, d, GPT3_CONTEXT)
+             for name, n, L, d in GPT3_SHAPES]
+    row, _, n_layer, d_model, seq_len = min(rows, key=lambda row: _log_distance(row[1], n_params))
+    return row, n_layer, d_model, seq_len
+
+
 def target_shape(
     n_params: float,
     seq_len: int | None = None,
     n_layer: int | None = None,
     d_model: int | None = None,
     convention: str = "full",
+    measured: list[TrainPoint] | None = None,
 ) -> Shape:
-    """The given shape, with GPT-3's where a part is not given: L and d of the Table 2.1 row
-    nearest N, T = 2048 (its context). ValueError when only one of n_layer, d_model is given."""
+    """The given shape, with defaults where a part is not given.
+
+    With measured train points (train_points of the results the throughput comes from), a
+    target at a measured size (within SAME_SIZE) takes that model's L, d and T, and any other
+    target the T of the nearest measured size: the FLOPs per token of that run's MFU. Without,
+    the row for N (_table_row): GPT-2's at its sizes (T = 1024), GPT-3's nearest otherwise
+    (T = 2048). ValueError when only one of n_layer, d_model is given.
+    """
     if (n_layer is None) != (d_model is None):
         raise ValueError("--layers and --d-model go together")
-    if n_layer is None:
-        name, _, n_layer, d_model = min(GPT3_SHAPES, key=lambda row: abs(math.log(row[1] / n_params)))
-        why = [f"L, d of GPT-3 {name}, the row of Brown et al. 2020 Table 2.1 nearest N (--layers, --d-model)"]
-    else:
+    near = min(measured, key=lambda p: _log_distance(p.n_params, n_params)) if measured else None
+    at_measured = near is not None and _log_distance(near.n_params, n_params) <= math.log(SAME_SIZE)
+    row, row_layer, row_d, row_t = _table_row(n_params)
+    if n_layer is not None:
         why = ["L, d given"]
-    if seq_len is None:
-        seq_len = GPT3_CONTEXT
-        why.append(f"T = {GPT3_CONTEXT}, GPT-3's context (--seq-len)")
+    elif at_measured:
+        n_layer, d_model = near.shape.n_layer, near.shape.d_model
+        why = [f"L, d as measured at {near.preset} (--layers, --d-model)"]
     else:
+        n_layer, d_model = row_layer, row_d
+        why = [f"L, d of {row} (--layers, --d-model)"]
+    if seq_len is not None:
         why.append("T given")
+    elif near is not None:
+        seq_len = near.shape.seq_len
+        nearest = "" if at_measured else ", the nearest measured size"
+        why.append(f"T = {seq_len} as measured at {near.preset}{nearest} (--seq-len)")
+    else:
+        seq_len = row_t
+        why.append(f"T = {seq_len}, that row's context (--seq-len)")
     return Shape(n_layer, d_model, seq_len, convention, "; ".join(why))
 
 
@@ -123,7 +168,7 @@ def from_mfu(n_params: float, shape: Shape, mfu: float, peak_flop_per_s: float) 
     per_token = shape.flops_per_token(n_params)
     return Throughput(
         mfu * peak_flop_per_s / per_token,
-        f"given MFU {mfu:g} x peak {fmt_flops(peak_flop_per_s)} / {sci(per_token)} FLOPs per token",
+        f"given MFU {plain(mfu, 6)} x peak {fmt_flops(peak_flop_per_s)} / {fmt_flop_count(per_token)} per token",
     )
 
 
@@ -196,17 +241,16 @@ def achieved_flop_per_s(n_params: float, points: list[TrainPoint]) -> tuple[floa
     return near.flop_per_s, f"extrapolated from {near.preset}: constant achieved FLOP/s"
 
 
-def from_results(n_params: float, shape: Shape, records: list[Record]) -> Throughput:
-    """Tokens/s of the target (N, shape) from measured train records: achieved FLOP/s at N
-    (achieved_flop_per_s) / the target's FLOPs per token. Energy per token, when measured, is
-    the nearest measured size's energy per FLOP x the target's FLOPs per token (constant
-    energy per FLOP). ValueError when no train record ran."""
-    points = train_points(records, shape.convention)
+def from_results(n_params: float, shape: Shape, points: list[TrainPoint]) -> Throughput:
+    """Tokens/s of the target (N, shape) from measured train points (train_points(records,
+    shape.convention)): achieved FLOP/s at N (achieved_flop_per_s) / the target's FLOPs per
+    token. Energy per token, when measured, is the nearest measured size's energy per FLOP x
+    the target's FLOPs per token (constant energy per FLOP). ValueError when no point."""
     if not points:
         raise ValueError("the results file has no `xfbench model` train record that ran")
     fps, how = achieved_flop_per_s(n_params, points)
     per_token = shape.flops_per_token(n_params)
-    source = f"{fmt_flops(fps)} achieved, {how}, / {sci(per_token)} FLOPs per token"
+    source = f"{fmt_flops(fps)} achieved, {how}, / {fmt_flop_count(per_token)} per token"
     energy = [p for p in points if p.j_per_token is not None]
     if not energy:
         return Throughput(fps / per_token, source)
@@ -276,7 +320,7 @@ def make_plan(
     devices: int = 1,
     shape: Shape | None = None,
 ) -> Plan:
-    """The plan for N; shape defaults to target_shape(N) (GPT-3's nearest row, T = 2048)."""
+    """The plan for N; shape defaults to target_shape(N) (the GPT-2 or GPT-3 row for N)."""
     if n_params <= 0 or tokens_per_param <= 0 or devices < 1:
         raise ValueError("parameters and tokens per parameter must be positive, devices at least 1")
     d = tokens_per_param * n_params

@@ -54,12 +54,22 @@ def fmt_bytes(n: float | None) -> str:
     return _scaled(n, [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")])
 
 
+_SI = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+
+
+def fmt_flop_count(flops: float | None) -> str:
+    """A number of FLOPs: '9.01 GFLOP', '2.03 EFLOP'."""
+    return _scaled(flops, [(s, f"{p}FLOP") for s, p in _SI])
+
+
 def fmt_flops(flop_per_s: float | None) -> str:
-    return _scaled(flop_per_s, [(1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s"), (1, "FLOP/s")])
+    """FLOP/s from MFLOP/s to EFLOP/s: '989 TFLOP/s', '6 EFLOP/s'."""
+    return _scaled(flop_per_s, [(s, f"{p}FLOP/s") for s, p in _SI if s != 1e3])
 
 
 def fmt_rate(per_s: float | None, unit: str) -> str:
-    return _scaled(per_s, [(1e9, f"G{unit}/s"), (1e6, f"M{unit}/s"), (1e3, f"k{unit}/s"), (1, f"{unit}/s")])
+    """A rate of `unit` per second, k to E: '25 ktok/s', '4.2 TB/s'."""
+    return _scaled(per_s, [(s, f"{p}{unit}/s") for s, p in _SI])
 
 
 def fmt_energy(joules: float | None) -> str:
@@ -71,11 +81,16 @@ def fmt_kwh(kwh: float | None) -> str:
     return _scaled(kwh, [(1e9, "TWh"), (1e6, "GWh"), (1e3, "MWh"), (1.0, "kWh"), (1e-3, "Wh")])
 
 
+SHORT_HOURS = 0.01  # below it (36 s) a duration in hours reads as zeros: fmt_hours prints seconds
+
+
 def fmt_hours(hours: float | None) -> str:
-    """A duration in hours at 4 significant digits, with days or years once it is long:
-    '375,100 h (42.8 years)', '72 h (3 days)', '0.25 h'."""
+    """A duration in hours at 4 significant digits, with days or years once it is long, and in
+    fmt_time's units below SHORT_HOURS: '375,100 h (42.8 years)', '72 h (3 days)', '0.25 h', '9.72 µs'."""
     if not _finite(hours):
         return "-"
+    if 0 < abs(hours) < SHORT_HOURS:
+        return fmt_time(hours * 3600.0)
     text = f"{plain(hours, 4)} h"
     if abs(hours) >= 24 * 365:
         return f"{text} ({plain(hours / 24 / 365)} years)"

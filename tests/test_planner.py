@@ -10,7 +10,7 @@ from xfbench.cli.plan import parse_count
 from xfbench.reports import planner
 from xfbench.reports.errors import BadInput
 from xfbench.reports.model_flops import train_flops_per_token
-from xfbench.reports.model_report import compute_optimal_table, plan_table
+from xfbench.reports.model_report import MFU_NOTE, compute_optimal_table, plan_table
 from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
 
@@ -41,13 +41,72 @@ def test_tokens_per_param_and_devices():
 
 @pytest.mark.parametrize(
     "n, row, layers, d_model",
-    [(1e6, "125M", 12, 768), (500e6, "350M", 24, 1024), (1.3e9, "1.3B", 24, 2048), (20e9, "13B", 40, 5140),
-     (1e12, "175B", 96, 12288)],
+    [(1e6, "125M", 12, 768), (125e6, "125M", 12, 768), (500e6, "350M", 24, 1024), (760e6, "760M", 24, 1536),
+     (1.3e9, "1.3B", 24, 2048), (20e9, "13B", 40, 5140), (1e12, "175B", 96, 12288)],
 )
 def test_default_shape_is_the_nearest_gpt3_row(n, row, layers, d_model):
     shape = planner.target_shape(n)
     assert (shape.n_layer, shape.d_model, shape.seq_len) == (layers, d_model, 2048)
     assert f"GPT-3 {row}" in shape.source and "Table 2.1" in shape.source and "T = 2048" in shape.source
+
+
+@pytest.mark.parametrize(
+    "n, row, layers, d_model",
+    [(124e6, "124M", 12, 768), (123_689_472, "124M", 12, 768), (350e6, "350M", 24, 1024),
+     (774e6, "774M", 36, 1280), (1.5e9, "1.5B", 48, 1600), (1_556_048_000, "1.5B", 48, 1600)],
+)
+def test_a_gpt2_size_gets_the_shape_and_t_xfbench_model_runs(n, row, layers, d_model):
+    # The nominal size or the N xfbench model records for nanoGPT's preset (350M is in both tables: GPT-2's wins).
+    shape = planner.target_shape(n)
+    assert (shape.n_layer, shape.d_model, shape.seq_len) == (layers, d_model, 1024)  # was T = 2048
+    assert f"GPT-2 {row}, nanoGPT's preset" in shape.source
+
+
+# An `xfbench model` train record of nanoGPT's gpt2 (124M) on a GPU: N = 123,689,472 without the position table,
+# FLOPs per token 6N + 12·12·768·1024 = 855,383,040, MFU against a calibrated bf16 peak of 749 TFLOP/s.
+GPT2_TPS, GPT2_PEAK = 412_345.6, 749e12
+GPT2_FLOP_PER_S = 855_383_040 * GPT2_TPS
+GPT2_RECORD = Record(
+    case_id="124M-train-compile", workload="model", label="model train", variant="compile",
+    size=124_475_904, size_name="params", device="cuda", status="ok",
+    params={"preset": "124M", "mode": "train", "n_layer": 12, "n_head": 12, "n_embd": 768, "vocab_size": 50304,
+            "block_size": 1024, "batch": 16, "seq_len": 1024},
+    metrics={"tokens_per_s": GPT2_TPS, "flop_per_s": GPT2_FLOP_PER_S, "peak_measured_flop_per_s": GPT2_PEAK,
+             "mfu_measured": GPT2_FLOP_PER_S / GPT2_PEAK},
+    info={"n_flop_params": 123_689_472, "flop_convention_name": "full"},
+)
+
+
+def test_plan_mfu_gives_back_the_tokens_per_s_of_the_model_run_it_came_from(tmp_path, monkeypatch):
+    n, mfu = GPT2_RECORD.info["n_flop_params"], GPT2_RECORD.metrics["mfu_measured"]
+    tp = planner.from_mfu(n, planner.target_shape(n), mfu, GPT2_PEAK)
+    assert tp.tokens_per_s == pytest.approx(GPT2_TPS, rel=1e-12)  # T = 2048 gave 364 ktok/s
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["plan", "--params", str(n), "--mfu", repr(mfu), "--peak-tflops", "749"])
+    assert result.exit_code == 0, result.output
+    assert "412 ktok/s" in result.output and "L = 12, d = 768, T = 1024, full attention" in result.output
+
+
+def test_the_mfu_note_names_the_convention_flops():
+    assert MFU_NOTE.startswith("MFU = convention FLOPs / median / peak (the FLOP/s above, not the counted work)")
+
+
+def test_with_results_the_shape_and_t_are_the_measured_ones():
+    points = planner.train_points([GPT2_RECORD, *RECORDS])
+    # At a measured size (the nominal 124M included): that run's L, d and T.
+    for n in (123_689_472, 124e6):
+        shape = planner.target_shape(n, measured=points)
+        assert (shape.n_layer, shape.d_model, shape.seq_len) == (12, 768, 1024)
+        assert shape.source == (
+            "L, d as measured at 124M (--layers, --d-model); T = 1024 as measured at 124M (--seq-len)")
+    tp = planner.from_results(123_689_472, planner.target_shape(123_689_472, measured=points), points)
+    assert tp.tokens_per_s == pytest.approx(GPT2_TPS, rel=1e-12)
+    # Elsewhere: the row's L, d at the nearest measured size's T (the 1M and 10M runs trained at 1024 too).
+    shape = planner.target_shape(1.3e9, measured=points)
+    assert (shape.n_layer, shape.d_model, shape.seq_len) == (24, 2048, 1024)  # was T = 2048
+    assert shape.source.endswith("T = 1024 as measured at 124M, the nearest measured size (--seq-len)")
+    given = planner.target_shape(1.3e9, seq_len=4096, n_layer=10, d_model=3000, measured=points)
+    assert (given.n_layer, given.d_model, given.seq_len) == (10, 3000, 4096)
 
 
 def test_given_shape_and_its_checks():
@@ -64,7 +123,7 @@ def test_throughput_from_mfu_uses_the_flops_per_token_of_model_mfu():
     assert tp.tokens_per_s == pytest.approx(0.5e15 / 9_007_959_552, rel=1e-12)  # 6N alone: 0.5e15 / 7.8e9
     # `xfbench model` reports MFU = train_flops_per_token x tokens/s / peak: the same 0.5 back.
     assert tp.tokens_per_s * train_flops_per_token(1.3e9, 24, 2048, 2048, "full") / 1e15 == pytest.approx(0.5)
-    assert "MFU 0.5" in tp.source and "1000 TFLOP/s" in tp.source
+    assert tp.source == "given MFU 0.5 x peak 1 PFLOP/s / 9.01 GFLOP per token"  # was '/ 9.008e9 FLOPs per token'
 
 
 def _rec(preset, n, n_layer, d_model, tps, mode="train", status="ok", jpt=None, variant="eager", conv="full",
@@ -92,6 +151,7 @@ RECORDS = [
     _rec("25M", 2.5e7, 8, 512, 900.0, status="oom"),  # did not run
     _rec("10M", 1e7, 8, 256, 9e9, mode="prefill"),  # not training
 ]
+POINTS = planner.train_points(RECORDS)
 TARGET = planner.Shape(12, 768, 1024)  # a 100M model at T = 1024: 6e8 + 12·12·768·1024 = 713,246,208 FLOPs/token
 FPT_TARGET = 713_246_208
 
@@ -113,11 +173,11 @@ def test_a_causal_record_is_rescaled_to_the_planners_convention():
 
 def test_from_results_measured_interpolated_and_extrapolated():
     # At a measured N (info's, not the record's size) and shape: its own tokens/s.
-    exact = planner.from_results(1e7, planner.Shape(8, 256, 1024), RECORDS)
+    exact = planner.from_results(1e7, planner.Shape(8, 256, 1024), POINTS)
     assert exact.tokens_per_s == pytest.approx(4_000.0, rel=1e-12) and "measured at 10M" in exact.source
     # Halfway in log N between 1M and 10M: geometric mean of the achieved FLOP/s over the target's FLOPs per token.
     n, shape = math.sqrt(1e6 * 1e7), planner.Shape(6, 192, 1024)
-    mid = planner.from_results(n, shape, RECORDS)
+    mid = planner.from_results(n, shape, POINTS)
     fps = math.sqrt(25_000.0 * FPT_1M * 4_000.0 * FPT_10M)
     assert mid.tokens_per_s == pytest.approx(fps / (6 * n + 12 * 6 * 192 * 1024), rel=1e-12)
     assert "interpolated between 1M and 10M" in mid.source
@@ -126,9 +186,10 @@ def test_from_results_measured_interpolated_and_extrapolated():
 def test_extrapolation_holds_achieved_flops_including_attention():
     # Beyond the largest: the achieved FLOP/s of 10M (attention included) over the target's 6N + 12·L·d·T.
     # Holding tokens/s x size constant (the old rule) gives 4000 x 10,262,144 / 1e8 = 410 tokens/s instead.
-    far = planner.from_results(1e8, TARGET, RECORDS)
+    far = planner.from_results(1e8, TARGET, POINTS)
     assert far.tokens_per_s == pytest.approx(4_000.0 * FPT_10M / FPT_TARGET, rel=1e-12)  # 477.6
-    assert "extrapolated from 10M: constant achieved FLOP/s" in far.source
+    assert far.source == (
+        "341 GFLOP/s achieved, extrapolated from 10M: constant achieved FLOP/s, / 713 MFLOP per token")
     # Energy per token: 10M's energy per FLOP x the target's FLOPs per token (not x N / N_10M = 5 J).
     assert far.j_per_token == pytest.approx(0.5 * FPT_TARGET / FPT_10M, rel=1e-12)  # 4.19 J
     assert "constant energy per FLOP" in far.energy_source
@@ -137,8 +198,9 @@ def test_extrapolation_holds_achieved_flops_including_attention():
 
 
 def test_from_results_without_training_is_an_error():
+    assert planner.train_points([RECORDS[-1]]) == []
     with pytest.raises(ValueError, match="no `xfbench model` train record"):
-        planner.from_results(1e9, TARGET, [RECORDS[-1]])
+        planner.from_results(1e9, TARGET, [])
 
 
 def test_preset_plans_and_their_table():
@@ -223,7 +285,9 @@ def test_plan_cli_from_results_file(tmp_path):
     result = runner.invoke(app, ["plan", "--params", "1.3B", "--results", str(path), "--devices", "8"])
     assert result.exit_code == 0, result.output
     assert "extrapolated from 10M" in result.output and "wall-clock on 8 device(s)" in result.output
-    assert "382 MWh" in result.output  # 2.6e10 tokens x 0.5 J x 9,007,959,552 / 85,165,824 FLOPs per token
+    # GPT-3 1.3B's L, d at the measured T = 1024: 7.8e9 + 12·24·2048·1024 = 8,403,979,776 FLOPs per token, so
+    # 2.6e10 tokens x 0.5 J x 8,403,979,776 / 85,165,824 = 356 MWh.
+    assert "L = 24, d = 2048, T = 1024, full attention" in result.output and "356 MWh" in result.output
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from xfbench.reports.units import (
     fmt_bytes,
     fmt_energy,
     fmt_exponent,
+    fmt_flop_count,
     fmt_flops,
     fmt_hours,
     fmt_kwh,
@@ -94,7 +95,9 @@ def test_fmt_size(n, text):
 
 @pytest.mark.parametrize(
     "per_s, text",
-    [(999.5, "1 ktok/s"), (999.9996, "1 ktok/s"), (1000, "1 ktok/s"), (999.4, "999 tok/s"), (2e13, "20,000 Gtok/s"),
+    [(999.5, "1 ktok/s"), (999.9996, "1 ktok/s"), (1000, "1 ktok/s"), (999.4, "999 tok/s"), (2e13, "20 Ttok/s"),
+     (4.2e15, "4.2 Ptok/s"), (2e19, "20 Etok/s"),
+     (2e22, "20,000 Etok/s"),
      (0.001, "0.001 tok/s"), (-2500.0, "-2.5 ktok/s"), (0, "0 tok/s")],
 )
 def test_fmt_rate(per_s, text):
@@ -102,7 +105,9 @@ def test_fmt_rate(per_s, text):
 
 
 def test_fmt_flops_energy_kwh():
-    assert fmt_flops(999.6e9) == "1 TFLOP/s" and fmt_flops(1.2e15) == "1200 TFLOP/s" and fmt_flops(0) == "0 FLOP/s"
+    assert fmt_flops(999.6e9) == "1 TFLOP/s" and fmt_flops(1.2e15) == "1.2 PFLOP/s" and fmt_flops(0) == "0 FLOP/s"
+    assert fmt_flops(6e21) == "6000 EFLOP/s"  # --peak-tflops 6e9 was '6,000,000,000 TFLOP/s'
+    assert fmt_flops(999.6e15) == "1 EFLOP/s" and fmt_flops(3.5e8) == "350 MFLOP/s"
     assert fmt_energy(999.6) == "1 kJ" and fmt_energy(2.5e6) == "2500 kJ" and fmt_energy(1e-9) == "0.001 µJ"
     assert fmt_kwh(1.234e7) == "12.3 GWh" and fmt_kwh(450.0) == "450 kWh" and fmt_kwh(0.003) == "3 Wh"
     assert fmt_kwh(999.96) == "1 MWh" and fmt_kwh(2e13) == "20,000 TWh"
@@ -116,7 +121,10 @@ def test_fmt_flops_energy_kwh():
         (72.0, "72 h (3 days)"),
         (47.99, "47.99 h"),
         (0.25, "0.25 h"),
-        (1e-7, "0.0000001 h"),
+        (0.01, "0.01 h"),
+        (0.009999, "36 s"),  # below 0.01 h: seconds
+        (2.7e-9, "9.72 µs"),  # was '0.0000000027 h'
+        (-0.001, "-3.6 s"),
         (0.0, "0 h"),
     ],
 )
@@ -125,8 +133,17 @@ def test_fmt_hours(hours, text):
 
 
 @pytest.mark.parametrize(
-    "fmt", [fmt_time, fmt_bytes, fmt_flops, fmt_energy, fmt_kwh, fmt_hours, fmt_size, fmt_pct, fmt_exponent, sci,
-            lambda x: fmt_rate(x, "tok")],
+    "flops, text",
+    [(9_007_959_552, "9.01 GFLOP"), (713_246_208, "713 MFLOP"), (999.6e9, "1 TFLOP"), (6.06e13, "60.6 TFLOP"),
+     (2.028e20, "203 EFLOP"), (1.2e26, "120,000,000 EFLOP"), (999.4, "999 FLOP"), (1500, "1.5 kFLOP"), (0, "0 FLOP")],
+)
+def test_fmt_flop_count(flops, text):
+    assert fmt_flop_count(flops) == text
+
+
+@pytest.mark.parametrize(
+    "fmt", [fmt_time, fmt_bytes, fmt_flops, fmt_flop_count, fmt_energy, fmt_kwh, fmt_hours, fmt_size, fmt_pct,
+            fmt_exponent, sci, lambda x: fmt_rate(x, "tok")],
 )
 @pytest.mark.parametrize("value", [None, math.nan, math.inf, -math.inf])
 def test_missing_and_non_finite_values_print_a_dash(fmt, value):
@@ -137,8 +154,8 @@ def test_missing_and_non_finite_values_print_a_dash(fmt, value):
 def test_no_unit_ever_shows_scientific_notation(exp):
     for mantissa in (1.0, 9.995, -4.2):
         x = mantissa * 10.0**exp
-        for text in (fmt_time(x), fmt_bytes(x), fmt_flops(x), fmt_energy(x), fmt_kwh(x), fmt_hours(x),
-                     fmt_rate(x, "tok"), fmt_size(x)):
+        for text in (fmt_time(x), fmt_bytes(x), fmt_flops(x), fmt_flop_count(x), fmt_energy(x), fmt_kwh(x),
+                     fmt_hours(x), fmt_rate(x, "tok"), fmt_size(x)):
             assert "e+" not in text and "e-" not in text, text
 
 
@@ -148,3 +165,28 @@ def test_plain_pct_exponent_ci_and_sci():
     assert fmt_pct(0.1234) == "12.3%" and fmt_pct(0) == "0.0%" and fmt_exponent(-1.004) == "-1.00"
     assert fmt_time_ci(0.9996, 0.02) == "1 s ±2.0%"
     assert sci(2.028e20) == "2.028e20" and sci(26e9) == "2.6e10" and sci(12.5) == "12.5" and sci(0) == "0"
+
+
+def test_calibration_skip_messages_print_seconds_in_units(monkeypatch):
+    import types
+
+    from xfbench.profilers import calibrate as cal_mod
+
+    # 0.1 s per call at n=32 (a stated timing, the matmul itself still runs): n=64 predicts 0.8 s per call,
+    # 6 of which overrun the 1 s quick budget; n=3200 predicts 100,000 s per call, beyond MAX_CALL_S.
+    monkeypatch.setattr(cal_mod, "measure_time", lambda *args: types.SimpleNamespace(median_s=0.1))
+    peak = cal_mod.measure_matmul(cal_mod.torch.device("cpu"), "float32", (32, 64, 3200), level="quick")
+    assert peak.skipped == [
+        "n=64: predicted 800 ms per call would overrun the 1 s budget",  # was '0.8 s'
+        "n=3200: predicted 100,000 s per call > 1 s",  # was '1e+05 s'
+    ]
+
+
+def test_energy_reasons_print_the_window_in_units():
+    from xfbench.profilers.telemetry_agg import Sample, aggregate
+
+    short = aggregate(Sample(100.0, 500_000, 5_000_000), Sample(100.2, 700_000, 5_100_000), [], calls=1,
+                      tokens_per_call=1)
+    assert short["energy_reason"] == "window 200 ms is shorter than 1 s (the energy counter's resolution)"  # '0.2 s'
+    stuck = aggregate(Sample(0.0, energy_mj=10.0), Sample(1234.5, energy_mj=10.0), [], calls=1, tokens_per_call=1)
+    assert stuck["energy_reason"] == "energy counter did not advance over 1230 s"  # was '1.23e+03 s'
