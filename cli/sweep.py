@@ -47,9 +47,7 @@ def run_sweep(
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
-    if path.exists():
-        load_results(path)  # a bad --out fails now, not after seconds of calibration
-    try:
+    try:  # run_plan reads an existing --out before it calibrates: a bad one fails at once
         with SweepProgress(console) as progress:
             run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
     except KeyboardInterrupt:

@@ -36,17 +36,13 @@ class CpuContention:
 
     def result(self, timing: TimeStats) -> Contribution:
         cpu = self.window.result()
-        demand = cpu_threads(self.ctx)
+        # cores the step itself keeps busy: its torch threads on CPU, one feeding thread on a GPU
+        demand = torch.get_num_threads() if self.ctx.device.type == "cpu" else 1
         warns = window_warnings(
             throttle_reasons=None, other_gpu_processes=None, other_busy_cores=cpu["cpu_other_busy_cores"],
             demand_cores=demand, usable_cores=usable_cores(),
         )
         return Contribution(telemetry=cpu, warnings=warns)
-
-
-def cpu_threads(ctx: Context) -> int:
-    """Cores the step itself keeps busy: its torch threads on CPU, one feeding thread on a GPU."""
-    return torch.get_num_threads() if ctx.device.type == "cpu" else 1
 
 
 class NvmlTelemetry:

@@ -116,10 +116,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _set_threads(opts: RunOptions) -> None:
-    torch.set_num_threads(opts.threads or torch.get_num_threads())  # explicit, and recorded per case
-
-
 def _calibrate(device: torch.device, cases: list[Case], opts: RunOptions, progress: Progress) -> Peaks:
     """The peaks for the cases' device, compute dtypes and threads: from the cache, or measured now
     (a sweep's own calibration is the quick one; `xfbench env --calibrate` makes the full one)."""
@@ -145,7 +141,7 @@ def open_sweep(cases: list[Case], opts: RunOptions, progress: Progress | None = 
     The caller closes it (close_sweep) after the last case.
     """
     progress = progress or NullProgress()
-    _set_threads(opts)
+    torch.set_num_threads(opts.threads or torch.get_num_threads())  # explicit, and recorded per case
     device = resolve_device(cases[0].device) if cases else torch.device("cpu")
     use_device(device)  # streams, events and graph capture use the current device
     allocator = fix_malloc_policy() if device.type == "cpu" else None
@@ -290,7 +286,6 @@ def run_plan(
     cases = list(cases)
     if not cases:  # nothing left to run (a --resume of a finished plan): no empty segment
         return []
-    _set_threads(opts)
     prior = load_results(results_path).records if results_path.exists() else []
     sweep = open_sweep(cases, opts, progress)
     try:
