@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .tables import Cell, Table
-from .units import fmt_bytes, fmt_flops, fmt_rate, plain
+from .units import fmt_bytes, fmt_flops, plain
 
 # What each bandwidth row measures and counts, and which floors divide by it.
 BANDWIDTH_ROWS = {
@@ -26,10 +26,6 @@ LEVEL_NOTES = {
 }
 
 
-def _ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
 def _quick(level: str | None) -> str:
     return " [quick]" if level == "quick" else ""
 
@@ -44,10 +40,10 @@ def calibration_table(rep: dict[str, Any]) -> Table:
         rows.append(
             [
                 Cell(f"{dtype} matmul"),
-                Cell(fmt_flops(m["flop_per_s"]), None if m["flop_per_s"] else "bad"),
-                Cell(fmt_flops(m["spec_flop_per_s"]) if m["spec_flop_per_s"] else "-", "dim"),
-                Cell(_ratio(m["of_spec"])),
-                Cell(sizes + _quick(m.get("level")), "dim"),
+                Cell(m["flop_per_s"], "FLOP/s", status=None if m["flop_per_s"] else "bad"),
+                Cell(m["spec_flop_per_s"] or None, "FLOP/s", status="dim"),
+                Cell(m["of_spec"], "ratio"),
+                Cell(sizes + _quick(m.get("level")), status="dim"),
             ]
         )
     spec_bw = rep.get("spec_mem_bytes_per_s")
@@ -60,13 +56,13 @@ def calibration_table(rep: dict[str, Any]) -> Table:
         rows.append(
             [
                 Cell(name),
-                Cell(fmt_rate(bw, "B")),
-                Cell(fmt_rate(spec_bw, "B") if spec_bw else "-", "dim"),
-                Cell(_ratio(bw / spec_bw if spec_bw else None)),
+                Cell(bw, "B/s"),
+                Cell(spec_bw or None, "B/s", status="dim"),
+                Cell(bw / spec_bw if spec_bw else None, "ratio"),
                 Cell(
                     detail.format(kernel=rep.get(f"{kind}_kernel"), buffer=fmt_bytes(buffer), span=span)
                     + _quick(rep.get(f"{kind}_level")),
-                    "dim",
+                    status="dim",
                 ),
             ]
         )

@@ -18,17 +18,13 @@ from .schema import Record, RunResult
 from .select import latest
 from .tables import ENERGY_NOTE, Cell, Table, flop_notes, peak_note, synthetic_notes, warning_notes
 from .units import (
-    fmt_bytes,
     fmt_energy,
-    fmt_exponent,
     fmt_flops,
     fmt_hours,
     fmt_kwh,
-    fmt_pct,
     fmt_rate,
     fmt_size,
     fmt_time,
-    fmt_time_ci,
     sci,
 )
 
@@ -57,7 +53,8 @@ def _num(x: Any) -> float | None:
 
 def _status_cell(r: Record) -> Cell:
     """The status of a record that did not run; its reason is listed under the table."""
-    return Cell("OOM" if r.status == "oom" else r.status, "dim" if r.status == "skipped" else "bad")
+    return Cell("OOM" if r.status == "oom" else r.status, status="dim" if r.status == "skipped" else "bad",
+                note=r.reason)
 
 
 def _residual(r: Record) -> tuple[Cell, Cell]:
@@ -65,23 +62,33 @@ def _residual(r: Record) -> tuple[Cell, Cell]:
     analytic = _num(r.info.get("mem_analytic_step_bytes"))
     measured = r.memory.peak_bytes if r.memory is not None else None
     if analytic is None:
-        return Cell("-"), Cell("-")
+        return Cell(None), Cell(None)
     if measured is None:
-        return Cell(fmt_bytes(analytic)), Cell("-")
+        return Cell(analytic, "B"), Cell(None)
     res = measured - analytic
     rel = res / measured if measured else None
-    text = fmt_bytes(res) + (f" ({rel:+.0%})" if rel is not None else "")
-    return Cell(fmt_bytes(analytic)), Cell(text, "warn" if rel is not None and abs(rel) > 0.5 else None)
+    residual = Cell(
+        res, "B", suffix=f" ({rel:+.0%})" if rel is not None else "",
+        status="warn" if rel is not None and abs(rel) > 0.5 else None,
+        note="residual = measured - analytic (relative to measured)",
+    )
+    return Cell(analytic, "B"), residual
+
+
+def _time_cell(r: Record) -> Cell:
+    t = r.time
+    return Cell(t.median_s, "s", ci_rel=t.ci_rel, ci_level=t.ci_level, note=f"median of {t.n} samples")
 
 
 def _floor_cell(r: Record) -> Cell:
     """Time over the bandwidth floor, or why there is none."""
     over = _num(r.metrics.get("time_over_floor"))
     if over is not None:
-        return Cell(f"{over:.2f}x", "bad" if over < 1 else None)  # below a floor: the floor is wrong
+        # below a floor: the floor is wrong
+        return Cell(over, "ratio", suffix="x", status="bad" if over < 1 else None)
     if r.metrics.get("cache_resident"):
-        return Cell("cache-resident", "dim")
-    return Cell("-")
+        return Cell("cache-resident", status="dim", note=r.info.get("floor_note"))
+    return Cell(None)
 
 
 def _notes_cell(r: Record) -> Cell:
@@ -102,7 +109,7 @@ def _notes_cell(r: Record) -> Cell:
     if r.warnings:
         parts.append(", ".join(r.warnings))
         style = style or "warn"
-    return Cell("; ".join(parts), style)
+    return Cell("; ".join(parts), status=style)
 
 
 def _length(r: Record) -> str:
@@ -130,28 +137,28 @@ def mode_table(label: str, recs: list[Record], hints: dict[str, str] | None = No
     ordered = sorted(recs, key=lambda r: (r.size, r.variant))
     rows = []
     for r in ordered:
-        row = [Cell(str(r.params.get("preset", ""))), Cell(fmt_size(r.size)), Cell(r.variant), Cell(_length(r))]
+        row = [Cell(str(r.params.get("preset", ""))), Cell(r.size, "size"), Cell(r.variant), Cell(_length(r))]
         if r.status != "ok" or r.time is None:
             row.append(_status_cell(r))
             row += [Cell("")] * (len(head) - len(row))
             rows.append(row)
             continue
-        row.append(Cell(fmt_rate(_num(r.metrics.get("tokens_per_s")), "tok")))
+        row.append(Cell(_num(r.metrics.get("tokens_per_s")), "tok/s"))
         if decode:
             row += [
-                Cell(fmt_time_ci(r.time.median_s, r.time.ci_rel, r.time.ci_level)),
+                _time_cell(r),
                 _floor_cell(r),
-                Cell(fmt_bytes(_num(r.info.get("kv_cache_bytes")))),
+                Cell(_num(r.info.get("kv_cache_bytes")), "B"),
             ]
         else:
             row += [
-                Cell(fmt_time_ci(r.time.median_s, r.time.ci_rel, r.time.ci_level)),
-                Cell(fmt_flops(_num(r.metrics.get("flop_per_s")))),
-                Cell(fmt_pct(_num(r.metrics.get("mfu_measured")))),
-                Cell(fmt_pct(_num(r.metrics.get("mfu_spec")))),
+                _time_cell(r),
+                Cell(_num(r.metrics.get("flop_per_s")), "FLOP/s"),
+                Cell(_num(r.metrics.get("mfu_measured")), "%"),
+                Cell(_num(r.metrics.get("mfu_spec")), "%"),
             ]
         measured = r.memory.peak_bytes if r.memory is not None else None
-        row += [Cell(fmt_bytes(measured)), *_residual(r), _notes_cell(r)]
+        row += [Cell(measured, "B"), *_residual(r), _notes_cell(r)]
         rows.append(row)
     formulas = sorted({str(r.info["mem_formula"]) for r in recs if "mem_formula" in r.info})
     methods = sorted({r.memory.method for r in recs if r.memory is not None})
@@ -204,8 +211,8 @@ def scaling_table(records: list[Record]) -> Table | None:
         presets = ", ".join(str(r.params.get("preset")) for r in ok) or "none"
         failed = ", ".join(f"{r.params.get('preset')}: {r.status}" for r in recs if r.status in FAILED)
         rows.append([
-            Cell(label), Cell(variant), Cell(fmt_exponent(k_tps)), Cell(fmt_exponent(k_mem)),
-            Cell(fmt_exponent(k_ana)), Cell(presets), Cell(failed, "bad" if failed else None),
+            Cell(label), Cell(variant), Cell(k_tps, "k"), Cell(k_mem, "k"),
+            Cell(k_ana, "k"), Cell(presets), Cell(failed, status="bad" if failed else None),
         ])
     if not rows:
         return None
@@ -240,8 +247,8 @@ def attention_share_table(records: list[Record]) -> Table | None:
         approx = t / (6.0 * d) if t and d else None
         modes = ", ".join(dict.fromkeys(str(x.params.get("mode")) for x in rs))
         rows.append([
-            Cell(str(r.params.get("preset"))), Cell(fmt_size(size)), Cell(str(r.params.get("n_layer"))), Cell(str(d)),
-            Cell(str(t)), Cell(modes), Cell(fmt_pct(approx)), Cell(fmt_pct(_num(r.info.get("attention_share")))),
+            Cell(str(r.params.get("preset"))), Cell(size, "size"), Cell(str(r.params.get("n_layer"))), Cell(str(d)),
+            Cell(str(t)), Cell(modes), Cell(approx, "%"), Cell(_num(r.info.get("attention_share")), "%"),
         ])
     return Table(
         "attention share of FLOPs",
@@ -267,9 +274,9 @@ def compute_optimal_table(plans: list[tuple[str, Any]]) -> Table | None:
     for name, p in plans:
         tp = p.throughput
         rows.append([
-            Cell(name), Cell(fmt_size(p.n_params)), Cell(sci(p.tokens)), Cell(sci(p.flops)),
-            Cell(fmt_rate(tp.tokens_per_s if tp else None, "tok")), Cell(fmt_hours(p.device_hours)),
-            Cell(fmt_kwh(p.kwh)),
+            Cell(name), Cell(p.n_params, "size"), Cell(p.tokens, "count"), Cell(p.flops, "count"),
+            Cell(tp.tokens_per_s if tp else None, "tok/s"), Cell(p.device_hours, "h"),
+            Cell(p.kwh, "kWh"),
         ])
     return Table(
         "compute-optimal training at the measured rate (extrapolation)",
@@ -321,7 +328,7 @@ def plan_table(plan: Any) -> Table:
     return Table(
         "compute-optimal training estimate",
         ["quantity", "value", "source"],
-        [[Cell(a), Cell(b), Cell(c, "dim")] for a, b, c in rows],
+        [[Cell(a), Cell(b), Cell(c, status="dim")] for a, b, c in rows],
         ["every time and energy figure is an extrapolation from the stated source, not a measurement"],
     )
 

@@ -1,19 +1,22 @@
 """Format-neutral tables built once from records; renderers only draw them.
 
-The terminal renderer (reports/terminal.py) is the one that exists; Markdown, CSV or HTML
-renderers to come need only map Cell and Table, never rebuild the grouping or the notes.
+Cells are typed (value, unit, CI, status, note); the terminal, HTML, Markdown and LaTeX
+renderers only format cells and rows, never rebuild the grouping or the notes. Display units
+come from reports/units.py alone.
 Grouping comes from record metadata, never from workload names: label -> one table,
 size -> row, variant -> column. A resumed case shows only its latest record (select.latest).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from .scaling import fit_series
 from .schema import Record, RunResult
 from .select import latest
-from .units import fmt_bytes, fmt_energy, fmt_exponent, fmt_flops, fmt_size, fmt_time_ci
+from .units import DIGITS, fmt_flops, fmt_hours, fmt_pct, fmt_size, fmt_unit, plain, scale, sci
 
 # Shown wherever a table's times come from --fake-clock (profilers FakeClock), so its
 # tidy numbers are never read as a measurement.
@@ -24,10 +27,130 @@ SYNTHETIC_NOTE = (
 ENERGY_NOTE = "energy per token: NVML board energy counter over the timed window / tokens"
 
 
+Status = Literal["bad", "warn", "dim"]
+
+# Cell.unit values that are not SI units with display steps (units.steps_for): how to show them.
+KINDS = {
+    "%": "a fraction shown as a percentage: 0.123 -> 12.3%",
+    "ratio": "a dimensionless ratio, 2 decimals: 0.53",
+    "k": "a fitted exponent, 2 decimals: 2.01",
+    "size": "a swept value (seq_len, params): 4096, 125M",
+    "count": "a large count (tokens, FLOPs) in short scientific notation: 2.028e20",
+    "h": "a duration in hours: 72 h (3 days)",
+}
+
+
 @dataclass(frozen=True)
 class Cell:
-    text: str
-    style: str | None = None  # 'bad' | 'warn' | 'dim' | None: renderers map it to colour
+    """One table cell, typed: renderers format it, nobody pre-formats it.
+
+    Args:
+        value: a number in SI `unit` (None or NaN show '-'), or text (then `unit` is None).
+        unit: an SI unit with display steps ('s', 'B', 'FLOP/s', 'tok/s', 'J/token'; see
+            units.steps_for), or one of KINDS; None for text or a bare number.
+        ci_rel: the CI of `value` as a relative half-width (shown '±2.0%'); ci_level its coverage.
+        status: 'bad' | 'warn' | 'dim' | None: renderers map it to colour.
+        note: why the cell looks as it does (an HTML title; other renderers may footnote it).
+        label, suffix: fixed text before and after the value ('counted/work ', ' of peak').
+        more: further values stacked under this one in the same cell, one line each.
+    """
+
+    value: float | int | str | None = None
+    unit: str | None = None
+    ci_rel: float | None = None
+    ci_level: float = 0.95
+    status: Status | None = None
+    note: str | None = None
+    label: str = ""
+    suffix: str = ""
+    more: tuple[Cell, ...] = ()
+
+    @property
+    def lines(self) -> list[Cell]:
+        """This cell's own value, then each stacked one (each without `more`)."""
+        return [replace(self, more=()), *self.more]
+
+    @property
+    def numeric(self) -> bool:
+        return _is_number(self.value)
+
+    @property
+    def text(self) -> str:
+        """The cell as plain text, one line per stacked value (the terminal's rendering)."""
+        return "\n".join(line_text(c) for c in self.lines)
+
+    @property
+    def sort_key(self) -> float | str:
+        """What a sortable table sorts this cell by: the raw SI value, else the text."""
+        return float(self.value) if self.numeric else self.text
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def value_text(c: Cell, digits: int = DIGITS) -> str:
+    """The value of one line of a cell with its display unit, no label, suffix or CI: '1.23 ms'."""
+    v = c.value
+    if not _is_number(v):
+        return "-" if v is None else str(v)
+    if not math.isfinite(v):
+        return "-"
+    match c.unit:
+        case None:
+            return plain(v, digits)
+        case "%":
+            return fmt_pct(v)
+        case "ratio" | "k":
+            return f"{v:.2f}"
+        case "size":
+            return fmt_size(v)
+        case "count":
+            return sci(v)
+        case "h":
+            return fmt_hours(v)
+        case unit:
+            return fmt_unit(v, unit, digits)
+
+
+def ci_text(c: Cell) -> str:
+    """' ±2.0%', with the level when it is below 95%: ' ±9.0% (75% CI)'; '' without a CI."""
+    if c.ci_rel is None or not _is_number(c.value):
+        return ""
+    level = f" ({c.ci_level:.0%} CI)" if c.ci_level < 0.95 else ""
+    return f" ±{100 * c.ci_rel:.1f}%{level}"
+
+
+def line_text(c: Cell, digits: int = DIGITS) -> str:
+    """One line of a cell as plain text: label, value, CI, suffix."""
+    return f"{c.label}{value_text(c, digits)}{ci_text(c)}{c.suffix}"
+
+
+def ci_digits(value: float, ci_rel: float | None, most: int = 4) -> int:
+    """Significant digits the CI supports: the last shown digit is the CI half-width's first,
+    so 1.0123 ms ±2% shows 1.01 ms and ±0.1% shows 1.012 ms (2 to `most` digits)."""
+    if not ci_rel or not value or not math.isfinite(value) or not math.isfinite(ci_rel):
+        return DIGITS
+    half = abs(value) * ci_rel
+    digits = math.floor(math.log10(abs(value))) - math.floor(math.log10(half)) + 1
+    return min(max(digits, 2), most)
+
+
+def column_unit(cells: list[Cell]) -> str | None:
+    """The unit shared by every numeric, unstacked cell of a column, when there is one and all
+    of them scale to the same display symbol (so a header can carry it); None otherwise."""
+    symbols = set()
+    for c in cells:
+        if c.value is None or c.more:
+            if c.more:
+                return None
+            continue
+        if not c.numeric or c.unit is None or c.unit in KINDS or c.label or c.suffix:
+            return None
+        if not math.isfinite(c.value):
+            continue
+        symbols.add(scale(c.value, c.unit)[1])
+    return symbols.pop() if len(symbols) == 1 else None
 
 
 @dataclass
@@ -41,29 +164,32 @@ class Table:
 def result_cell(r: Record | None) -> Cell:
     """Median time ±CI, throughput and peak memory of one record; its status otherwise."""
     if r is None:
-        return Cell("", "dim")
+        return Cell("", status="dim")
     if r.status == "oom":
-        return Cell("OOM", "bad")
+        return Cell("OOM", status="bad", note=r.reason)
     if r.status == "error":
-        return Cell("error (see below)", "bad")
+        return Cell("error (see below)", status="bad", note=r.reason)
     if r.status == "skipped":
-        return Cell("skipped (see below)", "dim")
+        return Cell("skipped (see below)", status="dim", note=r.reason)
     t = r.time
-    lines = [fmt_time_ci(t.median_s, t.ci_rel, t.ci_level), fmt_flops(r.metrics.get("flop_per_s"))]
+    more = [Cell(r.metrics.get("flop_per_s"), "FLOP/s")]
     if r.memory is not None:
-        lines.append(fmt_bytes(r.memory.peak_bytes))
+        more.append(Cell(r.memory.peak_bytes, "B"))
     mfu = r.metrics.get("mfu_measured")
     if mfu is not None:
-        lines.append(f"{mfu:.2f} of peak")
+        more.append(Cell(mfu, "ratio", suffix=" of peak"))
     counted = r.metrics.get("flops_counted_over_work")
     if counted is not None:
-        lines.append(f"counted/work {counted:.2f}")
+        more.append(Cell(counted, "ratio", label="counted/work "))
     elif r.metrics.get("flops_counted_over_convention") is not None:  # a v1 record: counted / convention FLOPs
-        lines.append(f"counted/convention {r.metrics['flops_counted_over_convention']:.2f}")
+        more.append(Cell(r.metrics["flops_counted_over_convention"], "ratio", label="counted/convention "))
     j_per_token = r.metrics.get("j_per_token")
     if j_per_token is not None:
-        lines.append(f"{fmt_energy(j_per_token)}/token")
-    return Cell("\n".join(lines), "warn" if r.warnings else None)
+        more.append(Cell(j_per_token, "J/token"))
+    return Cell(
+        t.median_s, "s", ci_rel=t.ci_rel, ci_level=t.ci_level, more=tuple(more),
+        status="warn" if r.warnings else None, note=", ".join(r.warnings) or None,
+    )
 
 
 def synthetic_notes(recs: list[Record]) -> list[str]:
@@ -122,7 +248,7 @@ def results_tables(records: list[Record], hints: dict[str, str] | None = None) -
         sizes = sorted({r.size for r in recs})
         cell = {(r.size, r.variant): r for r in recs}
         rows = [
-            [Cell(fmt_size(s))] + [result_cell(cell.get((s, v))) for v in variants] for s in sizes
+            [Cell(s, "size")] + [result_cell(cell.get((s, v))) for v in variants] for s in sizes
         ]
         methods = sorted({r.memory.method for r in recs if r.memory is not None})
         notes = [
@@ -160,11 +286,12 @@ def scaling_table(records: list[Record]) -> Table | None:
             [
                 Cell(f.label),
                 Cell(f.variant),
-                Cell(fmt_exponent(f.time_exponent)),
-                Cell(fmt_exponent(f.memory_exponent)),
+                Cell(f.time_exponent, "k"),
+                Cell(f.memory_exponent, "k"),
                 Cell(span),
-                Cell(fmt_size(f.largest_ok) if f.largest_ok is not None else "none", "bad" if f.failed else None),
-                Cell(", ".join(f.failed) or "", "bad" if f.failed else None),
+                Cell(f.largest_ok, "size", status="bad" if f.failed else None) if f.largest_ok is not None
+                else Cell("none", status="bad" if f.failed else None),
+                Cell(", ".join(f.failed) or "", status="bad" if f.failed else None),
             ]
         )
     name = fits[0].size_name

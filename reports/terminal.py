@@ -19,7 +19,7 @@ def to_rich(t: Table) -> RichTable:
     for i, c in enumerate(t.columns):
         rt.add_column(c, justify="right" if i == 0 else "left", no_wrap=i == 0)
     for row in t.rows:
-        rt.add_row(*[Text(c.text, style=STYLES[c.style]) for c in row])
+        rt.add_row(*[Text(c.text, style=STYLES[c.status]) for c in row])
     return rt
 
 

@@ -64,7 +64,7 @@ def test_warnings_are_highlighted_and_explained_with_the_headers_hints():
     recs = [_rec("1M", 1e6, warnings=["not_converged"]), _rec("10M", 1e7)]
     t = mode_table(recs[0].label, recs, HEADER.warning_hints)
     notes_col = t.columns.index("notes")
-    assert t.rows[0][notes_col].text == "not_converged" and t.rows[0][notes_col].style == "warn"
+    assert t.rows[0][notes_col].text == "not_converged" and t.rows[0][notes_col].status == "warn"
     assert t.notes[-2:] == ["highlighted cells carry warnings: not_converged", "  not_converged: raise --max-time"]
 
 
