@@ -1,0 +1,48 @@
+"""The one place reports touch files: a rendered report to a path (or '-' for stdout), a
+folder of figures. Each file is written to a temporary name and renamed into place, so an
+interrupted or failed write never leaves half a report where a good one was."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import BadInput
+
+STDOUT = "-"
+
+
+def write_output(data: str | bytes, dest: str | Path) -> Path | None:
+    """Write `data` to `dest` ('-': stdout, then None is returned); text is UTF-8."""
+    if str(dest) == STDOUT:
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
+        sys.stdout.flush()
+        return None
+    path = Path(dest)
+    blob = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def write_files(files: dict[str, bytes], folder: str | Path) -> list[Path]:
+    """Write each {name: bytes} into `folder` (created); the paths written, in order."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"cannot write figures into {folder}: it is a file, not a folder")
+    return [write_output(data, folder / name) for name, data in files.items()]
