@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_OUT ?= runs/demo
 
-.PHONY: install install-dev demo test lint bench clean gpu-wheels
+.PHONY: install install-dev browser demo test lint bench clean gpu-wheels
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,12 +33,17 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# Debian's chromium for the HTML report's browser test (Playwright drives it; it cannot download one here)
+browser:
+	sh .ci/install_browser.sh
+
 demo: install
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/xfbench env
 	$(VENV)/bin/xfbench attention --seq-lens 256:2048:x2 --impl naive,sdpa,lstm --device cpu --max-time 2 --out $(DEMO_OUT)
+	@echo "open the report: $(DEMO_OUT)/report.html"
 
-test: install-dev
+test: install-dev browser
 	$(PY) -m pytest -q
 
 lint: install-dev
@@ -47,6 +52,7 @@ lint: install-dev
 bench: install
 	$(PY) bench/startup.py
 	$(PY) bench/fidelity.py
+	$(PY) bench/report_speed.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs .pytest_cache

@@ -67,6 +67,9 @@ Telemetry = Annotated[
 IdleBaseline = Annotated[
     bool, typer.Option("--idle-baseline", help="Measure idle GPU power once and subtract it from energy.")
 ]
+Html = Annotated[
+    bool, typer.Option("--html/--no-html", help="Write report.html into the run folder when the sweep ends.")
+]
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
@@ -90,6 +93,7 @@ class SharedOptions:
     peak_tflops: PeakTflops = None
     telemetry: Telemetry = True
     idle_baseline: IdleBaseline = False
+    html: Html = True
     fake_clock: FakeClock = False
 
     def run_options(self):

@@ -41,6 +41,10 @@ COMMANDS = {
     ),
     "model": ("xfbench.cli.model", "Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."),
     "plan": ("xfbench.cli.plan", "Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."),
+    "report": (
+        "xfbench.cli.report",
+        "Render a results file as HTML, figures, LaTeX, CSV or Markdown (default: tables + report.html).",
+    ),
 }
 
 

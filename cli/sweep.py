@@ -10,7 +10,7 @@ from pathlib import Path
 from ..reports.errors import BadInput
 from ..reports.schema import RunResult
 from ..reports.select import latest
-from ..reports.store import RESULTS_NAME, load_results
+from ..reports.store import REPORT_NAME, RESULTS_NAME, load_results
 from ..reports.tables import Table
 from ..reports.terminal import render
 from ..workloads.base import Case
@@ -25,6 +25,26 @@ FAILED = ("oom", "error")
 def default_run_dir(command: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path("runs") / f"{stamp}-{command}"
+
+
+def write_html_report(run: RunResult, run_dir: Path, console) -> Path | None:
+    """report.html beside the results; a report that fails loses nothing measured: it says so
+    in one line (the results file is complete) and the sweep keeps its exit code."""
+    from ..reports.html import render as render_html
+    from ..reports.render import generated_utc
+    from ..reports.writer import write_output
+
+    try:
+        path = write_output(render_html(run, generated_utc=generated_utc()), run_dir / REPORT_NAME)
+    except Exception as e:  # noqa: BLE001 - the measured results are safe; say why the report is not
+        console.print(
+            f"report: not written ({type(e).__name__}: {e}); the results are complete, "
+            f"`xfbench report {run_dir}` renders it again",
+            markup=False,
+        )
+        return None
+    console.print(f"report: {path}", markup=False)
+    return path
 
 
 def run_sweep(
@@ -60,6 +80,8 @@ def run_sweep(
     planned = [r for r in latest(run.records) if r.case_id in ids]
     failed = [r for r in planned if r.status in FAILED]
     console.print(f"results: {path}", markup=False)
+    if shared.html:
+        write_html_report(run, run_dir, console)
     if failed:
         console.print(f"{len(failed)} of {len(planned)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED

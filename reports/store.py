@@ -13,6 +13,7 @@ from .errors import BadInput
 from .schema import SCHEMA_VERSION, Header, Record, RunResult, migrate
 
 RESULTS_NAME = "results.jsonl"
+REPORT_NAME = "report.html"  # written beside it by every sweep (cli/sweep.py) and `xfbench report`
 
 
 class ResultsWriter:

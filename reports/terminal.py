@@ -37,3 +37,34 @@ def print_table(t: Table, console: Console) -> None:
     for note in t.notes:
         console.print(Text(note, style="dim"))
     console.print()
+
+
+def print_summary(findings, console: Console) -> None:
+    """The summary's findings, one per line, warnings and failures in colour."""
+    if not findings:
+        return
+    console.print(Text("summary", style="bold"))
+    for f in findings:
+        console.print(Text(f"- {f.text}", style=STYLES.get(f.status, "")))
+    console.print()
+
+
+def print_document(doc, console: Console) -> None:
+    """A reports.document.Document: load notes, summary, then each workload's tables."""
+    for note in doc.notes:
+        console.print(Text(f"note: {note}", style="yellow"))
+    print_summary(doc.summary, console)
+    for section in doc.sections:
+        for t in section.tables:
+            print_table(t, console)
+
+
+def render_text(run: RunResult, *, width: int = 160, generated_utc: str | None = None) -> str:
+    """The terminal report of `run` as plain text (no colour): what `xfbench report` prints."""
+    import io
+
+    from .document import build_document
+
+    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False, force_terminal=False)
+    print_document(build_document(run, generated_utc), console)
+    return console.file.getvalue()

@@ -1,0 +1,64 @@
+"""`xfbench report`: render a results file again, as any of the reports, from the file alone."""
+
+from pathlib import Path
+
+import typer
+
+from .status import ExitStatus
+
+FIGURE_FORMATS = ("pdf", "svg", "png")
+
+
+def report(
+    source: Path = typer.Argument(..., help="A run folder (holding results.jsonl) or a results file."),
+    html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here ('-': stdout)."),
+    figures: Path | None = typer.Option(None, "--figures", help="Write every figure into this folder."),
+    formats: str = typer.Option("pdf,svg,png", "--format", help="Figure formats with --figures: pdf, svg, png."),
+    dpi: int = typer.Option(200, "--dpi", min=20, max=1200, help="Resolution of PNG figures (dots per inch)."),
+    latex: Path | None = typer.Option(None, "--latex", help="Write the tables as LaTeX (booktabs) here ('-': stdout)."),
+    csv: Path | None = typer.Option(None, "--csv", help="Write one CSV row per record here ('-': stdout)."),
+    markdown: Path | None = typer.Option(
+        None, "--markdown", help="Write the summary and tables as Markdown here ('-': stdout)."
+    ),
+) -> ExitStatus:
+    """Render a results file as HTML, figures, LaTeX, CSV or Markdown (default: tables + report.html)."""
+    from ..reports.errors import BadInput
+    from ..reports.render import generated_utc, render
+    from ..reports.store import REPORT_NAME, RESULTS_NAME, load_results
+    from ..reports.writer import STDOUT, write_files, write_output
+    from .console import make_console
+    from .parse import parse_choices
+
+    picked = parse_choices(formats, FIGURE_FORMATS, "--format")
+    outputs = {"html": html, "latex": latex, "csv": csv, "markdown": markdown}
+    to_stdout = [name for name, dest in outputs.items() if dest is not None and str(dest) == STDOUT]
+    if len(to_stdout) > 1:
+        raise BadInput(f"only one report can go to stdout ('-'), not {', '.join('--' + n for n in to_stdout)}")
+    run = load_results(source)  # BadInput: one line, exit 2
+    run_dir = source if source.is_dir() else source.parent
+    # Lines about what was written go to stderr when a report itself goes to stdout.
+    console = make_console(stderr=bool(to_stdout))
+    stamp = generated_utc()
+    if all(dest is None for dest in outputs.values()) and figures is None:
+        from ..reports.document import build_document
+        from ..reports.terminal import print_document
+
+        print_document(build_document(run, stamp), console)
+        outputs["html"] = run_dir / REPORT_NAME
+    for name, dest in outputs.items():
+        if dest is None:
+            continue
+        opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
+        written = write_output(render(name, run, **opts), dest)
+        if written is not None:
+            console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)
+    if figures is not None:
+        from ..reports.figures import render_figures
+
+        paths = write_files(render_figures(run, picked, dpi), figures)
+        if not paths:
+            console.print(f"figures: none (no figure applies to the records in {run_dir / RESULTS_NAME})",
+                          markup=False)
+        else:
+            console.print(f"figures: {len(paths)} files in {figures} ({', '.join(picked)})", markup=False)
+    return ExitStatus.OK
