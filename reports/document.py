@@ -92,12 +92,25 @@ def _subrun(run: RunResult, records: list[Record]) -> RunResult:
     return run.model_copy(update={"records": records})
 
 
-def _sections(run: RunResult) -> list[Section]:
-    from .figures import figure_specs
-
+def _by_workload(run: RunResult) -> dict[str, list[Record]]:
     by_workload: dict[str, list[Record]] = {}
     for r in run.records:
         by_workload.setdefault(r.workload, []).append(r)
+    return by_workload
+
+
+def figure_order(run: RunResult) -> list[Any]:
+    """The figures of the run's sections, in the order the sections show them."""
+    from .figures import figure_specs
+
+    specs = figure_specs(run)
+    return [s for workload in _by_workload(run) for s in specs if s.workload == workload]
+
+
+def _sections(run: RunResult) -> list[Section]:
+    from .figures import figure_specs
+
+    by_workload = _by_workload(run)
     specs = figure_specs(run)
     sections = []
     for workload, recs in by_workload.items():

@@ -21,12 +21,13 @@ import json
 import math
 import re
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .schema import Header, Record, RunResult
 from .tables import Cell, Table, line_text
-from .units import fmt_bytes, fmt_time
+from .units import fmt_bytes, fmt_many
 
 if TYPE_CHECKING:
     from .document import Document
@@ -192,8 +193,8 @@ def header_view(h: Header) -> dict[str, Any]:
 
 
 def record_view(r: Record, index: int) -> dict[str, Any]:
-    """One record of the raw-data appendix: identity, status, its samples in display units (each
-    via units.fmt_time), and its full JSON (compact, every digit kept)."""
+    """One record of the raw-data appendix: identity, status, its samples in one display unit
+    (units.fmt_many), and its full JSON (compact, every digit kept)."""
     t = r.time
     return {
         "id": f"rec-{index}",
@@ -206,7 +207,7 @@ def record_view(r: Record, index: int) -> dict[str, Any]:
         "cls": {"oom": "bad", "error": "bad", "skipped": "dim"}.get(r.status),
         "reason": r.reason,
         "warnings": ", ".join(r.warnings),
-        "samples": ", ".join(fmt_time(s) for s in t.samples_s) if t is not None else None,
+        "samples": fmt_many(t.samples_s, "s") if t is not None else None,
         "samples_of": (f"per call, one per window: {t.n} windows of {t.calls_per_sample} "
                        f"call{'s' if t.calls_per_sample != 1 else ''}, {t.clock} clock") if t else None,
         "json": json.dumps(r.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")),
@@ -232,23 +233,30 @@ def _records_view(records: list[Record], raw_data: str) -> tuple[list[dict[str, 
     return views, note
 
 
+def _slot(i: int) -> str:
+    """Where figure i goes in the rendered page until it is drawn: a comment no escaped text can
+    contain (escaping turns every '<' of record text into '&lt;')."""
+    return f"<!--xfbench-figure-{i}-->"
+
+
 def document_view(doc: Document, raw_data: str = "auto") -> dict[str, Any]:
     """Everything the template draws, from a reports.document.Document: escaped text, and
-    Markup only for this run's figures and the fixed SCRIPT."""
+    Markup only for the fixed SCRIPT and the figure slots (_slot), which render_document
+    replaces with this run's figures."""
     from markupsafe import Markup
 
     from .document import slug
-    from .figures import inline_svg
 
     ids = _Ids()
     sections = []
+    slots = iter(range(sum(len(s.figures) for s in doc.sections)))
     for s in doc.sections:
         figures = [
             {
                 "id": ids(f"fig-{slug(spec.key)}"),
                 "title": spec.title,
                 "caption": spec.caption,
-                "svg": Markup(embed_svg(inline_svg(doc.run, spec))),
+                "svg": Markup(_slot(next(slots))),
             }
             for spec in s.figures
         ]
@@ -277,8 +285,18 @@ def document_view(doc: Document, raw_data: str = "auto") -> dict[str, Any]:
     }
 
 
-def render_document(doc: Document, *, raw_data: str = "auto") -> str:
-    """The HTML of an already built reports.document.Document (see render)."""
+def render_document(doc: Document, *, raw_data: str = "auto",
+                    svgs: Callable[[], list[str]] | None = None) -> str:
+    """The HTML of an already built reports.document.Document (see render and document_view).
+
+    `svgs` gives the inline SVG of each section figure in order once they are drawn (render
+    starts drawing them on the other cores first); by default they are drawn here. The page is
+    rendered before waiting for them, and each goes into its slot.
+    """
+    from .figures import start_inline_svgs
+
+    if svgs is None:
+        svgs = start_inline_svgs(doc.run, [spec for s in doc.sections for spec in s.figures])
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(
@@ -289,7 +307,13 @@ def render_document(doc: Document, *, raw_data: str = "auto") -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    return env.get_template(TEMPLATE).render(**document_view(doc, raw_data=raw_data))
+    page = env.get_template(TEMPLATE).render(**document_view(doc, raw_data=raw_data))
+    for i, svg in enumerate(svgs()):
+        slot = _slot(i)
+        if page.count(slot) != 1:
+            raise ValueError(f"figure slot {i} appears {page.count(slot)} times in the page, not once")
+        page = page.replace(slot, embed_svg(svg))
+    return page
 
 
 def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = "auto") -> str:
@@ -303,7 +327,10 @@ def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = 
             JSON), 'samples', 'none' (no appendix), or 'auto' (default: 'json' up to
             AUTO_JSON_BUDGET bytes of record JSON, else 'samples'); see RAW_DATA.
     """
-    from .document import build_document
+    from .document import build_document, figure_order
+    from .figures import start_inline_svgs
     from .render import generated_utc as now
 
-    return render_document(build_document(run, generated_utc=generated_utc or now()), raw_data=raw_data)
+    figures = start_inline_svgs(run, figure_order(run))  # drawn on the other cores while the document is built
+    doc = build_document(run, generated_utc=generated_utc or now())
+    return render_document(doc, raw_data=raw_data, svgs=figures)

@@ -21,6 +21,7 @@ from .units import fmt_exponent, fmt_pct, fmt_rate, fmt_size, fmt_time
 
 RECURRENT = "lstm"  # the attention workload's recurrent baseline (workloads.attention.IMPLS)
 NAIVE = "naive"
+FAR = 1e12  # an extrapolated crossover past this length is named as 'beyond', not computed
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,11 @@ def _crossover(label: str, recs: list[Record]) -> Finding | None:
     text = (f"{label}: {faster} is faster at every {name} measured ({fmt_size(sizes[0])}..{fmt_size(sizes[-1])}; "
             f"{ratio:.1f}x at {name}={fmt_size(sizes[-1])})")
     if k_att is not None and k_rnn is not None and d[-1] < 0 and k_att > k_rnn:
-        n = sizes[-1] * math.exp(-d[-1] / (k_att - k_rnn))
+        log_n = math.log(sizes[-1]) - d[-1] / (k_att - k_rnn)  # in logs: near-equal slopes cross far out
+        where = f"near {name} ≈ {fmt_size(round(math.exp(log_n)))}" if log_n < math.log(FAR) else (
+            f"only beyond {name} = {fmt_size(FAR)}")
         text += (f"; extrapolating the last two sizes' slopes (attention {fmt_exponent(k_att)}, "
-                 f"{RECURRENT} {fmt_exponent(k_rnn)}), they would cross near {name} ≈ {fmt_size(round(n))} "
-                 "(not measured)")
+                 f"{RECURRENT} {fmt_exponent(k_rnn)}), they would cross {where} (not measured)")
     return Finding(text, workload="attention")
 
 

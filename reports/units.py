@@ -107,6 +107,18 @@ def fmt_unit(value: float | None, unit: str, digits: int = DIGITS) -> str:
     return f"{plain(scaled, digits)} {symbol}"
 
 
+def fmt_many(values: list[float], unit: str, digits: int = DIGITS) -> str:
+    """Many values of one quantity in one display unit, picked for their median: '1.23, 1.3, 0.98 ms'
+    (a list of samples reads, and is compared, in one unit)."""
+    finite = sorted(v for v in values if _finite(v))
+    if not finite:
+        return "-"
+    factor_of = dict((sym, f) for f, sym in steps_for(unit))
+    symbol = scale(finite[len(finite) // 2], unit, digits)[1]
+    f = factor_of[symbol]
+    return ", ".join(plain(v / f, digits) if _finite(v) else "-" for v in values) + f" {symbol}"
+
+
 def fmt_time(seconds: float | None) -> str:
     return _scaled(seconds, TIME_STEPS)
 

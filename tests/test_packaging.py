@@ -19,6 +19,9 @@ def test_wheel_holds_only_the_xfbench_package(tmp_path):
     for sub in ("cli", "profilers", "workloads", "reports"):
         assert f"xfbench/{sub}/__init__.py" in names
     assert "xfbench/__init__.py" in names
+    # the report's template and the figures' style ship as package data
+    assert "xfbench/reports/xfbench.mplstyle" in names
+    assert any(n.startswith("xfbench/reports/templates/") and n.endswith(".j2") for n in names)
     assert not any(n.startswith(("xfbench/tests/", "xfbench/bench/")) for n in names)
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "xfbench = xfbench.cli.main:main" in entry

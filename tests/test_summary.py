@@ -53,6 +53,12 @@ def test_no_crossover_in_range_is_said_and_extrapolated_only_as_such():
     assert "cross near N ≈ 10K (not measured)" in text
 
 
+def test_near_parallel_slopes_extrapolate_to_beyond_not_to_an_overflow():
+    recs = [_rec("naive", 256, 1e-6), _rec("naive", 512, 2.0001e-6), _rec("lstm", 256, 1e-3), _rec("lstm", 512, 2e-3)]
+    text = " ".join(f.text for f in attention_findings(recs))
+    assert "they would cross only beyond N = 1T (not measured)" in text
+
+
 def test_the_speedup_is_the_fastest_rival_over_naive_at_the_largest_naive_length():
     recs = [_rec("naive", 1024, 4e-3), _rec("sdpa", 1024, 1e-3), _rec("flash", 1024, 2e-3), _rec("lstm", 1024, 1e-4),
             _rec("naive", 512, 1e-3), _rec("sdpa", 512, 9e-4)]
