@@ -14,6 +14,12 @@ from .errors import BadInput
 STDOUT = "-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_output(data: str | bytes, dest: str | Path) -> Path | None:
     """Write `data` to `dest` ('-': stdout, then None is returned); text is UTF-8."""
     if str(dest) == STDOUT:
@@ -31,6 +37,7 @@ def write_output(data: str | bytes, dest: str | Path) -> Path | None:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(blob)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a report is as readable as any file
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

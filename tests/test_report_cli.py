@@ -120,3 +120,17 @@ def test_report_renders_a_v1_results_file(tmp_path):
                   str(d / "r.html"))
     assert out.returncode == 0, out.stderr
     assert STAMP.search((d / "r.html").read_text())
+
+
+def test_written_reports_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from xfbench.reports.writer import write_output
+
+    mask = os.umask(0o022)
+    try:
+        path = write_output("x", tmp_path / "r.md")
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "x" and (path.stat().st_mode & 0o777) == 0o644  # not mkstemp's 0600
+    assert not list(tmp_path.glob(".*.tmp"))  # the temporary name is gone
