@@ -125,6 +125,10 @@ def _line(c: Cell, symbol: str | None) -> str:
         if sym != symbol:  # column_unit promises one symbol; stay right should it not
             scaled = c.value / dict((s, f) for f, s in steps_for(c.unit))[symbol]
         return escape(plain(scaled, _digits(c)) + ci_text(c))
+    if c.unit == "count" and c.numeric and math.isfinite(c.value) and "e" in value_text(c):
+        mantissa, _, exp = value_text(c).partition("e")  # 2.028e20 -> $2.028\times10^{20}$
+        number = f"${mantissa}\\times10^{{{int(exp)}}}$"
+        return escape(c.label) + number + escape(f"{ci_text(c)}{c.suffix}")
     return escape(f"{c.label}{value_text(c, _digits(c))}{ci_text(c)}{c.suffix}")
 
 
