@@ -20,9 +20,14 @@ def report(
     markdown: Path | None = typer.Option(
         None, "--markdown", help="Write the summary and tables as Markdown here ('-': stdout)."
     ),
+    raw_data: str = typer.Option(
+        "auto", "--raw-data",
+        help="The HTML's raw-data appendix: json (every record), samples, none, or auto (json up to 1 MB).",
+    ),
 ) -> ExitStatus:
     """Render a results file as HTML, figures, LaTeX, CSV or Markdown (default: tables + report.html)."""
     from ..reports.errors import BadInput
+    from ..reports.html import RAW_DATA
     from ..reports.render import generated_utc, render
     from ..reports.store import REPORT_NAME, RESULTS_NAME, load_results
     from ..reports.writer import STDOUT, write_files, write_output
@@ -30,6 +35,8 @@ def report(
     from .parse import parse_choices
 
     picked = parse_choices(formats, FIGURE_FORMATS, "--format")
+    if raw_data not in ("auto", *RAW_DATA):
+        raise BadInput(f"--raw-data: unknown value '{raw_data}' (choose from auto, {', '.join(RAW_DATA)})")
     outputs = {"html": html, "latex": latex, "csv": csv, "markdown": markdown}
     to_stdout = [name for name, dest in outputs.items() if dest is not None and str(dest) == STDOUT]
     if len(to_stdout) > 1:
@@ -49,6 +56,8 @@ def report(
         if dest is None:
             continue
         opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
+        if name == "html":
+            opts["raw_data"] = raw_data
         written = write_output(render(name, run, **opts), dest)
         if written is not None:
             console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from xfbench.reports.store import load_results
 
 FIXTURES = Path("tests/fixtures")
 STAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
@@ -45,6 +46,14 @@ def test_report_writes_every_format(run_dir, tmp_path):
     assert svgs and [p.stem for p in svgs] == [p.stem for p in pngs] and not list(figs.glob("*.pdf"))
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"figures: {2 * len(svgs)} files in {figs} (svg, png)" in out.stdout
+
+
+def test_raw_data_none_leaves_the_appendix_out(run_dir, tmp_path):
+    full, bare = tmp_path / "full.html", tmp_path / "bare.html"
+    assert run_cli("report", str(run_dir), "--html", str(full), "--raw-data", "json").returncode == 0
+    assert run_cli("report", str(run_dir), "--html", str(bare), "--raw-data", "none").returncode == 0
+    first = load_results(run_dir).records[0]
+    assert first.case_id in full.read_text() and first.case_id not in bare.read_text()
 
 
 def test_a_report_to_stdout_keeps_the_status_lines_off_it(run_dir, tmp_path):
@@ -84,6 +93,7 @@ def test_the_same_results_render_identically_apart_from_the_timestamp(run_dir, t
         (["report", "RUN", "--dpi", "5"], "--dpi"),
         (["report", "RUN", "--html", "/proc/nope/r.html"], "cannot write /proc/nope/r.html"),
         (["report", "RUN", "--figures", "RUN/results.jsonl"], "it is a file, not a folder"),
+        (["report", "RUN", "--raw-data", "everything"], "--raw-data: unknown value 'everything'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(run_dir, args, message):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from xfbench.reports import csv_report, latex, markdown
+from xfbench.reports import csv_report, latex, markdown, terminal
 from xfbench.reports.document import build_document
 from xfbench.reports.store import load_results
 from xfbench.reports.tables import Cell, Table, column_unit
@@ -48,6 +48,8 @@ CASES = {
     "csv_attention.csv": lambda: csv_report.render(load("report_attention")),
     "csv_model.csv": lambda: csv_report.render(load("report_model")),
     "csv_results_v1.csv": lambda: csv_report.render(load("results_v1")),
+    "terminal_report_attention.txt": lambda: terminal.render_text(load("report_attention")),
+    "terminal_report_model.txt": lambda: terminal.render_text(load("report_model")),
 }
 
 
