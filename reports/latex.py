@@ -15,8 +15,8 @@ import unicodedata
 
 from .document import Document, build_document, slug
 from .schema import RunResult
-from .tables import Cell, Table, ci_digits, ci_text, column_unit, value_text
-from .units import DIGITS, plain, scale, steps_for
+from .tables import Cell, Table, ci_text, column_unit, numeric_column, paper_digits, value_text
+from .units import plain, scale, steps_for
 
 PACKAGES = ("booktabs", "graphicx")  # what \input{tables.tex} needs in the caller's preamble
 # How a cell's status shows (the terminal's colours), said under each table that has one.
@@ -111,25 +111,18 @@ def _fallback(ch: str) -> str:
     return "?"
 
 
-def _digits(c: Cell) -> int:
-    """Significant digits of a value: as many as its CI supports (tables.ci_digits), else DIGITS."""
-    if c.ci_rel is not None and c.numeric:
-        return ci_digits(float(c.value), c.ci_rel)
-    return DIGITS
-
-
 def _line(c: Cell, symbol: str | None) -> str:
     """One line of a cell, escaped; under a header that carries `symbol`, the bare number in it."""
     if symbol is not None and c.numeric and math.isfinite(c.value):
         scaled, sym = scale(c.value, c.unit)
         if sym != symbol:  # column_unit promises one symbol; stay right should it not
             scaled = c.value / dict((s, f) for f, s in steps_for(c.unit))[symbol]
-        return escape(plain(scaled, _digits(c)) + ci_text(c))
+        return escape(plain(scaled, paper_digits(c)) + ci_text(c))
     if c.unit == "count" and c.numeric and math.isfinite(c.value) and "e" in value_text(c):
         mantissa, _, exp = value_text(c).partition("e")  # 2.028e20 -> $2.028\times10^{20}$
         number = f"${mantissa}\\times10^{{{int(exp)}}}$"
         return escape(c.label) + number + escape(f"{ci_text(c)}{c.suffix}")
-    return escape(f"{c.label}{value_text(c, _digits(c))}{ci_text(c)}{c.suffix}")
+    return escape(f"{c.label}{value_text(c, paper_digits(c))}{ci_text(c)}{c.suffix}")
 
 
 def _cell(c: Cell, symbol: str | None, align: str) -> str:
@@ -142,12 +135,6 @@ def _cell(c: Cell, symbol: str | None, align: str) -> str:
     if c.status == "warn":
         return f"{{\\itshape {body}}}"
     return body
-
-
-def _numeric(cells: list[Cell]) -> bool:
-    """A column of numbers (failures and blanks aside): right-aligned."""
-    text = [c for c in cells if not c.numeric and c.value not in (None, "", "-") and c.status is None]
-    return any(c.numeric for c in cells) and not text
 
 
 def _note(note: str) -> str:
@@ -164,7 +151,7 @@ def table_tex(t: Table, label: str) -> str:
     width = len(t.columns)
     columns = [[row[j] for row in t.rows if j < len(row)] for j in range(width)]
     symbols = [column_unit(cells) for cells in columns]
-    aligns = ["r" if _numeric(cells) else "l" for cells in columns]
+    aligns = ["r" if numeric_column(cells) else "l" for cells in columns]
     header = [escape(name + (f" ({sym})" if sym else "")) for name, sym in zip(t.columns, symbols, strict=True)]
     marked = {c.status for row in t.rows for c in row}
     stacked = any(c.more for row in t.rows for c in row)  # space between rows of stacked cells

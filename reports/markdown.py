@@ -12,8 +12,7 @@ import re
 
 from .document import Document, build_document
 from .schema import RunResult
-from .tables import Cell, Table, ci_digits, ci_text, value_text
-from .units import DIGITS
+from .tables import Cell, Table, ci_text, numeric_column, paper_digits, value_text
 
 MARKS = {"bad": "❌", "warn": "⚠️"}  # a finding's or a cell's status, in front of its text
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -47,8 +46,7 @@ def block(text: object) -> str:
 
 def _line(c: Cell) -> str:
     """One line of a cell: label, value (to the digits its CI supports), CI, suffix."""
-    digits = ci_digits(float(c.value), c.ci_rel) if c.ci_rel is not None and c.numeric else DIGITS
-    return escape(f"{c.label}{value_text(c, digits)}{ci_text(c)}{c.suffix}")
+    return escape(f"{c.label}{value_text(c, paper_digits(c))}{ci_text(c)}{c.suffix}")
 
 
 def _cell(c: Cell) -> str:
@@ -57,16 +55,11 @@ def _cell(c: Cell) -> str:
     return f"{mark} {text}" if mark and text else text
 
 
-def _numeric(cells: list[Cell]) -> bool:
-    text = [c for c in cells if not c.numeric and c.value not in (None, "", "-") and c.status is None]
-    return any(c.numeric for c in cells) and not text
-
-
 def table_md(t: Table) -> str:
     """A table's title in bold, the pipe table, then its notes as a list."""
     width = len(t.columns)
     columns = [[row[j] for row in t.rows if j < len(row)] for j in range(width)]
-    rule = ["---:" if _numeric(cells) else ":---" for cells in columns]
+    rule = ["---:" if numeric_column(cells) else ":---" for cells in columns]
     lines = [f"**{escape(t.title)}**", ""]
     lines.append("| " + " | ".join(escape(c) for c in t.columns) + " |")
     lines.append("|" + "|".join(rule) + "|")

@@ -136,6 +136,18 @@ def ci_digits(value: float, ci_rel: float | None, most: int = 4) -> int:
     return min(max(digits, 2), most)
 
 
+def paper_digits(c: Cell) -> int:
+    """Significant digits of a cell's value in a paper or a CI summary (LaTeX, Markdown): as many
+    as its CI supports (ci_digits), else DIGITS."""
+    return ci_digits(float(c.value), c.ci_rel) if c.ci_rel is not None and c.numeric else DIGITS
+
+
+def numeric_column(cells: list[Cell]) -> bool:
+    """A column to right-align: it holds numbers, and no text but blanks and statuses (OOM)."""
+    text = [c for c in cells if not c.numeric and c.value not in (None, "", "-") and c.status is None]
+    return any(c.numeric for c in cells) and not text
+
+
 def column_unit(cells: list[Cell]) -> str | None:
     """The unit shared by every numeric, unstacked cell of a column, when there is one and all
     of them scale to the same display symbol (so a header can carry it); None otherwise."""
