@@ -99,19 +99,18 @@ def _by_workload(run: RunResult) -> dict[str, list[Record]]:
     return by_workload
 
 
-def figure_order(run: RunResult) -> list[Any]:
-    """The figures of the run's sections, in the order the sections show them."""
-    from .figures import figure_specs
+def figure_order(run: RunResult, specs: list[Any] | None = None) -> list[Any]:
+    """The figures of the run's sections (default: reports.figures.figure_specs(run)), in the
+    order the sections show them."""
+    if specs is None:
+        from .figures import figure_specs
 
-    specs = figure_specs(run)
+        specs = figure_specs(run)
     return [s for workload in _by_workload(run) for s in specs if s.workload == workload]
 
 
-def _sections(run: RunResult) -> list[Section]:
-    from .figures import figure_specs
-
+def _sections(run: RunResult, specs: list[Any]) -> list[Section]:
     by_workload = _by_workload(run)
-    specs = figure_specs(run)
     sections = []
     for workload, recs in by_workload.items():
         sub = _subrun(run, recs)
@@ -229,15 +228,18 @@ def _title(run: RunResult) -> str:
     return f"xfbench report: {commands}"
 
 
-def build_document(run: RunResult, generated_utc: str | None = None) -> Document:
-    """The report of `run`; `generated_utc` defaults to now (pass one to render reproducibly)."""
+def build_document(run: RunResult, generated_utc: str | None = None, specs: list[Any] | None = None) -> Document:
+    """The report of `run`; `generated_utc` defaults to now (pass one to render reproducibly);
+    `specs`: reports.figures.figure_specs(run), when the caller has them already."""
+    from .figures import figure_specs
+
     stamp = generated_utc or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Document(
         title=_title(run),
         generated_utc=stamp,
         run=run,
         summary=findings(run),
-        sections=_sections(run),
+        sections=_sections(run, figure_specs(run) if specs is None else specs),
         environment=_environment(run),
         methodology=_methodology(run),
         notes=list(run.notes),

@@ -852,11 +852,13 @@ def render_figure(run: RunResult, spec: FigureSpec, fmt: str = "svg", dpi: int =
 
 # --- many figures at once ----------------------------------------------------------------------
 # matplotlib draws on one core; a report of many figures renders them in forked worker processes,
-# one per usable core (Linux only), started before anything imports matplotlib: each worker's
-# import runs beside the others' and beside the caller's own work (the HTML page). Importing it
-# once before forking measured slower (4.5 s against 4.1 s for bench/report_speed.py): the
-# import is then serial.
+# one per usable core (Linux only), forked once matplotlib is imported here: its import costs
+# about as much CPU as four figures, so once rather than in every worker (on 2 cores,
+# bench/report_speed.py measured 2.8 s in-process this way against 3.5 s with an import per
+# worker). The caller renders the page meanwhile.
 # Each figure is the same bytes whichever process drew it (render_figure is deterministic).
+BACKENDS = {"svg": "matplotlib.backends.backend_svg", "pdf": "matplotlib.backends.backend_pdf",
+            "png": "matplotlib.backends.backend_agg"}
 PARALLEL_MIN = 4  # fewer figures than this render in this process: a fork costs more than it saves
 _JOBS: tuple[RunResult, list[tuple[FigureSpec, str]], int] | None = None  # set in the parent while forking
 
@@ -891,7 +893,12 @@ class Pending:
         if workers < 2 or len(jobs) < PARALLEL_MIN or sys.platform != "linux":
             self._done = [render_figure(run, spec, fmt, dpi) for spec, fmt in jobs]
             return
+        import importlib
         import multiprocessing
+
+        import matplotlib.figure  # noqa: F401  imported once, here: the workers inherit it
+        for fmt in dict.fromkeys(fmt for _, fmt in jobs):
+            importlib.import_module(BACKENDS[fmt])
 
         global _JOBS
         _JOBS = (run, jobs, dpi)

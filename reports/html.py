@@ -192,7 +192,7 @@ def header_view(h: Header) -> dict[str, Any]:
     return {"run_id": h.run_id, "command": _command_line(h), "created_utc": h.created_utc, "xfbench": built}
 
 
-def record_view(r: Record, index: int) -> dict[str, Any]:
+def record_view(r: Record, index: int, with_json: bool = True) -> dict[str, Any]:
     """One record of the raw-data appendix: identity, status, its samples in one display unit
     (units.fmt_many), and its full JSON (compact, every digit kept)."""
     t = r.time
@@ -210,7 +210,7 @@ def record_view(r: Record, index: int) -> dict[str, Any]:
         "samples": fmt_many(t.samples_s, "s") if t is not None else None,
         "samples_of": (f"per call, one per window: {t.n} windows of {t.calls_per_sample} "
                        f"call{'s' if t.calls_per_sample != 1 else ''}, {t.clock} clock") if t else None,
-        "json": json.dumps(r.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")),
+        "json": json.dumps(r.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":")) if with_json else None,
     }
 
 
@@ -220,15 +220,18 @@ def _records_view(records: list[Record], raw_data: str) -> tuple[list[dict[str, 
         raise ValueError(f"raw_data {raw_data!r}: choose one of auto, {', '.join(RAW_DATA)}")
     if raw_data == "none":
         return None, RAW_DATA["none"]
-    views = [record_view(r, i) for i, r in enumerate(records, 1)]
-    size = sum(len(v["json"].encode("utf-8")) for v in views)
+    views, size = [], 0
+    for i, r in enumerate(records, 1):
+        v = record_view(r, i, with_json=raw_data != "samples" and (raw_data == "json" or size <= AUTO_JSON_BUDGET))
+        size += len(v["json"].encode("utf-8")) if v["json"] is not None else 0
+        views.append(v)
     if raw_data == "json" or (raw_data == "auto" and size <= AUTO_JSON_BUDGET):
         return views, RAW_DATA["json"]
-    for v in views:
+    for v in views:  # past the budget, no record's JSON is shown (nor computed further)
         v["json"] = None
     note = RAW_DATA["samples"]
     if raw_data == "auto":
-        note += (f"; the record JSON ({fmt_bytes(size)}) is left out above {fmt_bytes(AUTO_JSON_BUDGET)} "
+        note += (f"; the record JSON (over {fmt_bytes(AUTO_JSON_BUDGET)}) is left out "
                  "(choose raw data 'json' to include it)")
     return views, note
 
@@ -328,9 +331,10 @@ def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = 
             AUTO_JSON_BUDGET bytes of record JSON, else 'samples'); see RAW_DATA.
     """
     from .document import build_document, figure_order
-    from .figures import start_inline_svgs
+    from .figures import figure_specs, start_inline_svgs
     from .render import generated_utc as now
 
-    figures = start_inline_svgs(run, figure_order(run))  # drawn on the other cores while the document is built
-    doc = build_document(run, generated_utc=generated_utc or now())
+    specs = figure_specs(run)
+    figures = start_inline_svgs(run, figure_order(run, specs))  # drawn on the other cores while the page renders
+    doc = build_document(run, generated_utc=generated_utc or now(), specs=specs)
     return render_document(doc, raw_data=raw_data, svgs=figures)

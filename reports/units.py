@@ -116,7 +116,13 @@ def fmt_many(values: list[float], unit: str, digits: int = DIGITS) -> str:
     factor_of = dict((sym, f) for f, sym in steps_for(unit))
     symbol = scale(finite[len(finite) // 2], unit, digits)[1]
     f = factor_of[symbol]
-    return ", ".join(plain(v / f, digits) if _finite(v) else "-" for v in values) + f" {symbol}"
+    return ", ".join(_quick_plain(v / f, digits) if _finite(v) else "-" for v in values) + f" {symbol}"
+
+
+def _quick_plain(x: float, digits: int) -> str:
+    """plain(x, digits), faster where '%g' gives the same text (no exponent, below 1,000)."""
+    text = f"{x:.{digits}g}"
+    return plain(x, digits) if "e" in text or abs(x) >= 1000 else text
 
 
 def fmt_time(seconds: float | None) -> str:

@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from xfbench.reports.units import (
     fmt_bytes,
@@ -190,3 +192,15 @@ def test_energy_reasons_print_the_window_in_units():
     assert short["energy_reason"] == "window 200 ms is shorter than 1 s (the energy counter's resolution)"  # '0.2 s'
     stuck = aggregate(Sample(0.0, energy_mj=10.0), Sample(1234.5, energy_mj=10.0), [], calls=1, tokens_per_call=1)
     assert stuck["energy_reason"] == "energy counter did not advance over 1230 s"  # was '1.23e+03 s'
+
+
+@given(st.lists(st.floats(min_value=1e-9, max_value=1e4, allow_nan=False), min_size=1, max_size=20))
+def test_fmt_many_shows_each_value_as_plain_does_in_one_unit(values):
+    """fmt_many's fast path prints exactly what plain() would, in the unit of the median."""
+    from xfbench.reports.units import fmt_many, plain, scale, steps_for
+
+    text = fmt_many(values, "s")
+    numbers, _, symbol = text.rpartition(" ")
+    factor = dict((sym, f) for f, sym in steps_for("s"))[symbol]
+    assert symbol == scale(sorted(values)[len(values) // 2], "s")[1]
+    assert numbers.split(", ") == [plain(v / factor) for v in values]
