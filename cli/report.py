@@ -41,6 +41,10 @@ def report(
     to_stdout = [name for name, dest in outputs.items() if dest is not None and str(dest) == STDOUT]
     if len(to_stdout) > 1:
         raise BadInput(f"only one report can go to stdout ('-'), not {', '.join('--' + n for n in to_stdout)}")
+    if html is not None or figures is not None or all(dest is None for dest in outputs.values()):
+        from ..reports.figures import warm_up
+
+        warm_up()  # matplotlib loads on the other core while this one reads the results
     run = load_results(source)  # BadInput: one line, exit 2
     run_dir = source if source.is_dir() else source.parent
     # Lines about what was written go to stderr when a report itself goes to stdout.

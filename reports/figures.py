@@ -881,41 +881,120 @@ def _job(i: int) -> bytes:
     return render_figure(run, spec, fmt, dpi)
 
 
+def _parallel(jobs: list[tuple[FigureSpec, str]]) -> bool:
+    import sys
+
+    return sys.platform == "linux" and len(jobs) >= PARALLEL_MIN and _usable_cores() >= 2
+
+
+def _fork_pool(run: RunResult, jobs: list[tuple[FigureSpec, str]], dpi: int):
+    """A fork Pool whose workers hold (run, jobs, dpi) and this process's matplotlib."""
+    import importlib
+    import multiprocessing
+
+    import matplotlib.figure  # noqa: F401  imported once, here: the workers inherit it
+    for fmt in dict.fromkeys(fmt for _, fmt in jobs):
+        importlib.import_module(BACKENDS[fmt])
+    global _JOBS
+    _JOBS = (run, jobs, dpi)
+    try:
+        with _LOCK:  # no other thread is mid-render (rcParams half-set) when the workers fork
+            return multiprocessing.get_context("fork").Pool(min(_usable_cores(), len(jobs)),
+                                                            initializer=_worker_init)
+    finally:
+        _JOBS = None  # the workers have their copy
+
+
+# --- a warm drawer ----------------------------------------------------------------------------
+# `xfbench report` calls warm_up() first thing: a forked process imports matplotlib (a second of
+# CPU) on the other core while this one loads the results and builds the page; render_many then
+# hands it the run (pickled) and it forks the drawing workers itself. Without warm_up, the
+# process that renders imports matplotlib and forks them.
+_DRAWER: Any = None  # (process, connection) of the warm drawer, once warm_up started it
+
+
+def _drawer_main(conn: Any) -> None:
+    import importlib
+    import multiprocessing
+
+    # In this (child) copy the flag only stops Pool from forking workers; the parent still sees
+    # a daemon it will terminate at its exit, and the pipe's end (EOFError) ends the loop before.
+    multiprocessing.current_process().daemon = False
+
+    import matplotlib.figure  # noqa: F401
+    for backend in BACKENDS.values():
+        importlib.import_module(backend)
+    while True:
+        try:
+            run, jobs, dpi = conn.recv()
+        except EOFError:
+            return
+        try:
+            with _fork_pool(run, jobs, dpi) as pool:
+                conn.send(("ok", pool.map(_job, range(len(jobs)), chunksize=1)))
+        except Exception as e:  # noqa: BLE001 - the caller draws them itself and meets the error there
+            conn.send(("error", repr(e)))
+
+
+def warm_up() -> None:
+    """Start the warm drawer (Linux, 2+ usable cores; once per process). Call it before the
+    results are loaded; figures rendered in this process later use it."""
+    import multiprocessing
+    import sys
+
+    global _DRAWER
+    if _DRAWER is not None or sys.platform != "linux" or _usable_cores() < 2:
+        return
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    # A daemon, so this process never waits for it at exit (multiprocessing terminates it then);
+    # _drawer_main clears the flag in its own copy so that it may fork the drawing workers.
+    proc = ctx.Process(target=_drawer_main, args=(there,), daemon=True, name="xfbench-figures")
+    proc.start()
+    there.close()
+    _DRAWER = (proc, here)
+
+
 class Pending:
     """Figures being drawn: result() waits for them and gives their bytes in the order asked."""
 
     def __init__(self, run: RunResult, jobs: list[tuple[FigureSpec, str]], dpi: int):
-        import sys
-
-        self._pool = self._async = None
+        self._run, self._jobs, self._dpi = run, jobs, dpi
+        self._pool = self._async = self._drawer = None
         self._done: list[bytes] | None = None
-        workers = min(_usable_cores(), len(jobs))
-        if workers < 2 or len(jobs) < PARALLEL_MIN or sys.platform != "linux":
+        self.where = "here"  # who drew them: 'here', 'workers' (forked here), 'drawer' (warm_up's)
+        if not _parallel(jobs):
             self._done = [render_figure(run, spec, fmt, dpi) for spec, fmt in jobs]
-            return
-        import importlib
-        import multiprocessing
+        elif _DRAWER is not None and _DRAWER[0].is_alive():
+            import threading
 
-        import matplotlib.figure  # noqa: F401  imported once, here: the workers inherit it
-        for fmt in dict.fromkeys(fmt for _, fmt in jobs):
-            importlib.import_module(BACKENDS[fmt])
-
-        global _JOBS
-        _JOBS = (run, jobs, dpi)
-        try:  # the workers import matplotlib themselves, in parallel, while the caller goes on
-            with _LOCK:  # no other thread is mid-render (rcParams half-set) when the workers fork
-                self._pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
-        finally:
-            _JOBS = None  # the workers have their copy
-        self._async = self._pool.map_async(_job, range(len(jobs)), chunksize=1)
+            self._drawer, self.where = _DRAWER[1], "drawer"
+            # sent from a thread: the drawer reads only once its matplotlib import is done, and a
+            # pipe holds far less than a pickled run, so a plain send would wait for that import
+            self._sending = threading.Thread(target=self._drawer.send, args=((run, jobs, dpi),), daemon=True)
+            self._sending.start()
+        else:
+            self._pool, self.where = _fork_pool(run, jobs, dpi), "workers"
+            self._async = self._pool.map_async(_job, range(len(jobs)), chunksize=1)
 
     def result(self) -> list[bytes]:
-        if self._done is None:
+        if self._done is not None:
+            return self._done
+        if self._drawer is not None:
+            self._sending.join()
             try:
-                self._done = self._async.get()
-            finally:
-                self._pool.close()
-                self._pool.join()
+                status, out = self._drawer.recv()
+            except (EOFError, OSError):  # the drawer died (killed, out of memory)
+                status, out = "gone", None
+            if status != "ok":  # the drawer failed: this process draws them, and meets the error itself
+                self.where, out = "here", [render_figure(self._run, s, f, self._dpi) for s, f in self._jobs]
+            self._done = out
+            return self._done
+        try:
+            self._done = self._async.get()
+        finally:
+            self._pool.close()
+            self._pool.join()
         return self._done
 
 

@@ -327,3 +327,27 @@ def test_a_run_without_memory_or_records_still_renders():
 def test_a_spec_of_another_run_is_refused_with_its_name(attention, model):
     with pytest.raises(ValueError, match="no timed records"):
         render_figure(model, figure_specs(attention)[0])
+
+
+def test_every_way_of_drawing_many_figures_gives_the_same_bytes(monkeypatch):
+    """Drawn here, by forked workers, or by warm_up's drawer: the same bytes in the same order; a
+    drawer that died is replaced by workers forked here."""
+    run = load_results(FIXTURES / "report_model.jsonl")
+    jobs = [(s, "svg") for s in figure_specs(run)]
+    assert len(jobs) >= figures.PARALLEL_MIN
+    here = [render_figure(run, s, f) for s, f in jobs]
+    if figures._usable_cores() < 2:
+        pytest.skip("one usable core: figures are always drawn in this process")
+    monkeypatch.setattr(figures, "_DRAWER", None)
+    workers = figures.render_many(run, jobs)
+    assert workers.where == "workers" and workers.result() == here
+    figures.warm_up()
+    proc, _ = figures._DRAWER
+    try:
+        drawer = figures.render_many(run, jobs)
+        assert drawer.where == "drawer" and drawer.result() == here
+    finally:
+        proc.kill()
+        proc.join()
+    again = figures.render_many(run, jobs)
+    assert again.where == "workers" and again.result() == here
