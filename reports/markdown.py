@@ -15,7 +15,9 @@ from .schema import RunResult
 from .tables import Cell, Table, ci_text, numeric_column, paper_digits, value_text
 
 MARKS = {"bad": "❌", "warn": "⚠️"}  # a finding's or a cell's status, in front of its text
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# '@' gets a WORD JOINER (U+2060) after it: invisible, but a label holding '@name' never
+# mentions (notifies) that user in a pull-request comment.
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "@": "@\u2060"}
 # Markdown punctuation that could start emphasis, code, links, strikethrough, math or a table
 # cell; backslash first, so an escape in the data cannot cancel ours.
 _PUNCT = set("\\`*_[]|~$")

@@ -191,6 +191,11 @@ def test_markdown_renders_hostile_strings_inert():
         assert not re.search(r"(?<!\\)`", line), line
 
 
+def test_markdown_never_mentions_a_user_named_in_a_label():
+    assert markdown.escape("ping @octocat") == "ping @\u2060octocat"
+    assert not re.search(r"@\w", markdown.escape("a@b @c"))
+
+
 def test_csv_round_trips_hostile_strings_and_defuses_formulas():
     run = hostile_run()
     rows = list(csv.DictReader(io.StringIO(csv_report.render(run))))
