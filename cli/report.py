@@ -50,19 +50,22 @@ def report(
     # Lines about what was written go to stderr when a report itself goes to stdout.
     console = make_console(stderr=bool(to_stdout))
     stamp = generated_utc()
+    built: dict[str, str] = {}
     if all(dest is None for dest in outputs.values()) and figures is None:
         from ..reports.document import build_document
+        from ..reports.html import render_document
         from ..reports.terminal import print_document
 
-        print_document(build_document(run, stamp), console)
-        outputs["html"] = run_dir / REPORT_NAME
+        doc = build_document(run, stamp)  # once, for the terminal and the HTML
+        print_document(doc, console)
+        outputs["html"], built["html"] = run_dir / REPORT_NAME, render_document(doc, raw_data=raw_data)
     for name, dest in outputs.items():
         if dest is None:
             continue
         opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
         if name == "html":
             opts["raw_data"] = raw_data
-        written = write_output(render(name, run, **opts), dest)
+        written = write_output(built[name] if name in built else render(name, run, **opts), dest)
         if written is not None:
             console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)
     if figures is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .environment import environment_table
@@ -229,11 +228,12 @@ def _title(run: RunResult) -> str:
 
 
 def build_document(run: RunResult, generated_utc: str | None = None, specs: list[Any] | None = None) -> Document:
-    """The report of `run`; `generated_utc` defaults to now (pass one to render reproducibly);
+    """The report of `run`; `generated_utc` defaults to now or SOURCE_DATE_EPOCH (reports.render);
     `specs`: reports.figures.figure_specs(run), when the caller has them already."""
     from .figures import figure_specs
+    from .render import generated_utc as now
 
-    stamp = generated_utc or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = generated_utc or now()
     return Document(
         title=_title(run),
         generated_utc=stamp,

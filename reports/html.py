@@ -332,9 +332,8 @@ def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = 
     """
     from .document import build_document, figure_order
     from .figures import figure_specs, start_inline_svgs
-    from .render import generated_utc as now
 
     specs = figure_specs(run)
     figures = start_inline_svgs(run, figure_order(run, specs))  # drawn on the other cores while the page renders
-    doc = build_document(run, generated_utc=generated_utc or now(), specs=specs)
+    doc = build_document(run, generated_utc=generated_utc, specs=specs)
     return render_document(doc, raw_data=raw_data, svgs=figures)
