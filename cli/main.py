@@ -40,6 +40,10 @@ COMMANDS = {
         "Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM, NVML; with --calibrate, measured peaks.",
     ),
     "model": ("xfbench.cli.model", "Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."),
+    "parallel": (
+        "xfbench.cli.parallel",
+        "Data-parallel (DDP, FSDP) versus one device: tokens/s, scaling efficiency, comm, memory per rank.",
+    ),
     "plan": ("xfbench.cli.plan", "Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."),
     "report": (
         "xfbench.cli.report",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from ..reports.store import REPORT_NAME, RESULTS_NAME, load_results
 from ..reports.tables import Table
 from ..reports.terminal import render
 from ..workloads.base import Case
-from ..workloads.runner import pending_cases, run_plan
+from ..workloads.runner import Executor, pending_cases, run_plan
 from .common import SharedOptions
 from .console import SweepProgress, make_console
 from .status import ExitStatus
@@ -50,15 +51,20 @@ def write_html_report(run: RunResult, run_dir: Path, console) -> Path | None:
 def run_sweep(
     command: str, cases: list[Case], shared: SharedOptions,
     extra_tables: Callable[[RunResult], list[Table]] | None = None,
+    execute: Executor | None = None,
+    calibrate: bool = True,
 ) -> ExitStatus:
     """Run `cases` into <out>/results.jsonl, print the tables, and pick the exit code.
 
     `extra_tables` makes a command's own tables from the run; they replace the generic
     results and scaling tables (the notes met while loading the file still print).
     The library (run_plan) loads or measures the peaks once, before the first case, as
-    `opts` says.
+    `opts` says (`calibrate=False`: never, e.g. for cases that run as ranks). `execute` runs
+    one case (default: in this process; runner.Executor).
     """
     opts, out, resume = shared.run_options(), shared.out, shared.resume
+    if not calibrate:
+        opts = dataclasses.replace(opts, calibrate=False)
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
     console = make_console()
@@ -69,7 +75,7 @@ def run_sweep(
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
     try:  # run_plan reads an existing --out before it calibrates: a bad one fails at once
         with SweepProgress(console) as progress:
-            run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress)
+            run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress, execute=execute)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished cases are in {path}", markup=False)
         return ExitStatus.INTERRUPTED

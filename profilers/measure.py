@@ -58,6 +58,9 @@ class MeasureOptions:
         peaks: calibrated (and spec-sheet) peaks for MFU and roofline; None leaves them None.
         peak_flops_override: the user's peak in FLOP/s (replaces the spec sheet in mfu_spec).
         env_warnings: machine-wide warnings added to every measurement.
+        group: the data-parallel ranks (profilers.collective.RankGroup) this process is one of:
+            rank 0 makes the timer's decisions for all, and a window's sample is its max over
+            ranks; None for one process.
     """
 
     policy: TimerPolicy = TimerPolicy()
@@ -70,6 +73,7 @@ class MeasureOptions:
     peaks: Peaks | None = None
     peak_flops_override: float | None = None
     env_warnings: tuple[MeasurementWarning, ...] = ()
+    group: Any = None
 
 
 @dataclass
@@ -139,7 +143,14 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     ctx = Context(step, device, opts)
     profilers = [cls(ctx) for cls in enabled_profilers(opts)]
     windows = [p for p in profilers if p.kind == WINDOW]
-    timing = measure_time(step, opts.policy, make_clock(device, opts.fake_clock), window=_all(windows))
+    clock = make_clock(device, opts.fake_clock)
+    if opts.group is None:
+        timing = measure_time(step, opts.policy, clock, window=_all(windows))
+    else:
+        from .collective import rank_window_times
+
+        clock = opts.group.clock(clock)
+        timing = measure_time(step, opts.policy, clock, window=_all(windows), agree=opts.group)
     # The code path as it stood at the end of the timed phase: the passes below run the step
     # again, and what they trigger (a recompile, say) is not the timed loop's.
     step_info = dict(step.info)
@@ -162,6 +173,9 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
     )
     metrics.update(roof)
     info = {**step_info, "cache_policy": policy.description, "threads": torch.get_num_threads(), **roof_info}
+    if opts.group is not None:
+        info["rank_samples_s"] = rank_window_times(clock, timing.warmup_calls)[opts.group.rank]
+        info["time_over_ranks"] = f"max over {opts.group.size} ranks of each window (rank 0 decides when to stop)"
     warns = [*time_warnings(timing), *bound_warnings(roof), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
     memory = None

@@ -26,7 +26,9 @@ class CpuContention:
 
     @classmethod
     def enabled(cls, opts: MeasureOptions) -> bool:
-        return not opts.fake_clock
+        # Off in a data-parallel rank: its sibling ranks share the CPU by design and would
+        # read as contention.
+        return not opts.fake_clock and (opts.group is None or opts.group.size == 1)
 
     def __enter__(self):
         return self.window.__enter__()

@@ -156,13 +156,40 @@ class Runnable(Protocol):
     def run(self) -> object: ...
 
 
+class Agreement(Protocol):
+    """Turns one process's timer decisions into the ones every process acts on."""
+
+    def stop(self, stop: bool) -> bool:
+        """Whether to stop (warming up, or sampling) now."""
+        ...
+
+    def calls(self, calls: int) -> int:
+        """How many calls a timed window holds."""
+        ...
+
+
+class Alone:
+    """One process: its own decisions stand."""
+
+    def stop(self, stop: bool) -> bool:
+        return stop
+
+    def calls(self, calls: int) -> int:
+        return calls
+
+
 def measure_time(
-    step: Runnable, policy: TimerPolicy, clock: Clock, window: AbstractContextManager | None = None
+    step: Runnable, policy: TimerPolicy, clock: Clock, window: AbstractContextManager | None = None,
+    agree: Agreement = Alone(),
 ) -> TimeStats:
     """Warm up `step`, then time windows of it until the CI target or the cap.
 
     `window` (e.g. a telemetry sampler) is entered right before the first timed window and
     exited right after the last, so it brackets exactly the timed phase, not the warm-up.
+    `agree` turns this process's decisions (stop warming up, window length, stop sampling)
+    into the ones every process acts on: its own alone; for data-parallel ranks, rank 0's
+    broadcast to all (profilers.collective), so every rank runs the same warm-up calls and
+    windows and none waits forever in a collective the others have stopped calling.
     """
     warm: list[float] = []
     t_begin = clock.now()
@@ -174,11 +201,13 @@ def measure_time(
         if len(warm) >= policy.warmup_min_calls:
             last = warm[-WARMUP_WINDOW:]
             stable = len(last) == WARMUP_WINDOW and max(last) <= WARMUP_STABLE_RATIO * min(last)
-            if (elapsed >= policy.warmup_min_s and stable) or elapsed >= policy.warmup_max_s:
+            done = (elapsed >= policy.warmup_min_s and stable) or elapsed >= policy.warmup_max_s
+            if agree.stop(done):
                 break
 
     per_call = sorted(warm[-WARMUP_WINDOW:])[len(warm[-WARMUP_WINDOW:]) // 2]
     calls = max(1, math.ceil(policy.min_window_s / per_call)) if per_call > 0 else 1
+    calls = agree.calls(calls)  # ranks run windows of the same length
     min_samples = max(policy.min_samples, MIN_SAMPLES_FOR_CI)
     samples: list[float] = []
     enqueue: list[float] = []  # host enqueue time per call of each window (clocks that have one)
@@ -195,10 +224,11 @@ def measure_time(
             n = len(samples)
             spent = clock.now() - t0
             check = n >= min_samples and (n < 100 or n % 10 == 0)  # summarizing is O(n log n)
-            if check and summarize(samples).ci_rel <= policy.target_ci_rel:
-                converged = True
-                break
-            if n >= policy.max_samples or (spent >= policy.max_time_s and n >= MIN_SAMPLES_AT_CAP):
+            tight = check and summarize(samples).ci_rel <= policy.target_ci_rel
+            capped = n >= policy.max_samples or (spent >= policy.max_time_s and n >= MIN_SAMPLES_AT_CAP)
+            # One decision per window, made (for ranks: on rank 0) and acted on by all.
+            if agree.stop(tight or capped):
+                converged = tight
                 break
     s = summarize(samples)
     return TimeStats(

@@ -16,7 +16,7 @@ from .errors import BadInput
 # NOTE: bump SCHEMA_VERSION for any change that is not purely additive, and add a
 # `migrate_to_N` function to MIGRATIONS plus a fixture in tests/fixtures/. Additive
 # fields only need a default here.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Status = Literal["ok", "oom", "error", "skipped"]
 
@@ -83,6 +83,28 @@ class Measurement(BaseModel):
     telemetry: dict[str, Any] | None = None
 
 
+class RankStats(BaseModel):
+    """One rank of a data-parallel case: where it ran and its own figures."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rank: int
+    host: str
+    local_rank: int
+    device: str
+    threads: int = Field(description="torch intra-op threads this rank ran with")
+    median_s: float | None = Field(
+        description="median of this rank's own window times (the case's time is the max over ranks per window)"
+    )
+    samples_s: list[float] = Field(
+        default_factory=list, description="this rank's per-call time of each timed window"
+    )
+    peak_mem_bytes: int | None = Field(
+        None, description="this rank's peak in the memory pass (never summed over ranks)"
+    )
+    memory_method: str | None = None
+
+
 class Record(BaseModel):
     """One measured (or failed, or skipped) Case. Metrics are SI, unit in the field name."""
 
@@ -112,6 +134,9 @@ class Record(BaseModel):
         description="device telemetry of the timed window: NVML energy, power, clocks, throttle reasons, "
         "GPU memory side by side, CPU contention (keys: profilers.telemetry_agg.TELEMETRY_KEYS); "
         "every figure None with a reason where unavailable",
+    )
+    ranks: list[RankStats] | None = Field(
+        None, description="data-parallel cases: one entry per rank (the case's time is the max over ranks)"
     )
     started_utc: str | None = None
     wall_s: float | None = Field(None, description="wall time spent on this case, all passes")
@@ -199,7 +224,16 @@ def migrate_to_2(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-MIGRATIONS: dict[int, Any] = {2: migrate_to_2}
+def migrate_to_3(line: dict[str, Any]) -> dict[str, Any]:
+    """v2 -> v3: records may carry `ranks` (data-parallel cases, one entry per rank); a v2 record
+    ran in one process and has none."""
+    line = dict(line)
+    if line.get("kind") != "header":
+        line.setdefault("ranks", None)
+    return line
+
+
+MIGRATIONS: dict[int, Any] = {2: migrate_to_2, 3: migrate_to_3}
 
 
 def migrate(line: dict[str, Any], version: int) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from types import ModuleType
 WORKLOADS = {
     "attention": "xfbench.workloads.attention",
     "model": "xfbench.workloads.model",
+    "parallel": "xfbench.workloads.parallel",
+    "collective": "xfbench.workloads.collectives",
 }
 
 

@@ -45,6 +45,12 @@ class Progress(Protocol):
     def note(self, text: str) -> None: ...
 
 
+class Executor(Protocol):
+    """Runs one case and returns its Record and whether it ran out of memory."""
+
+    def __call__(self, case: Case, sweep: Sweep) -> tuple[Record, bool]: ...
+
+
 class NullProgress:
     def start(self, case: Case, index: int, total: int) -> None:
         pass
@@ -175,7 +181,7 @@ def close_sweep(sweep: Sweep) -> None:
         sweep.measure.telemetry.close()
 
 
-def _record(case: Case, status: str, reason: str | None = None, m: Measurement | None = None, **kw) -> Record:
+def case_record(case: Case, status: str, reason: str | None = None, m: Measurement | None = None, **kw) -> Record:
     fields = dict(m) if m is not None else {}
     return Record(
         case_id=case.id, workload=case.workload, label=case.label, variant=case.variant,
@@ -184,19 +190,19 @@ def _record(case: Case, status: str, reason: str | None = None, m: Measurement |
     )
 
 
-def _run_one(case: Case, sweep: Sweep) -> tuple[Record, bool]:
+def run_one(case: Case, sweep: Sweep) -> tuple[Record, bool]:
     """Run one case; returns its record and whether it ran out of memory."""
     device = resolve_device(case.device)
     step = None
     try:
         step = get_workload(case.workload).prepare(case, device)
-        return _record(case, "ok", m=measure(step, device, sweep.measure)), False
+        return case_record(case, "ok", m=measure(step, device, sweep.measure)), False
     except SkipCase as e:
-        return _record(case, "skipped", str(e)), False
+        return case_record(case, "skipped", str(e)), False
     except Exception as e:  # failures are data: the sweep goes on
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         reason = f"{type(e).__name__}: {first}"[:500]
-        return _record(case, "oom" if is_oom(e) else "error", reason), is_oom(e)
+        return case_record(case, "oom" if is_oom(e) else "error", reason), is_oom(e)
     finally:
         if step is not None:
             step.close()
@@ -214,18 +220,22 @@ def run_cases(
     *,
     sweep: Sweep | None = None,
     run_id: str | None = None,
+    execute: Executor | None = None,
 ) -> list[Record]:
     """Measure every case in order, handing each Record to `sink` as soon as it exists.
 
     `oom_at` (series -> smallest size that ran out of memory) seeds the skip rule, e.g. from
     the records of an earlier run that this one resumes. `sweep` is an opened sweep (run_plan
-    opens it before writing the header); without one it is opened and closed here.
+    opens it before writing the header); without one it is opened and closed here. `execute`
+    runs one case (default: prepare and measure it in this process; data-parallel cases
+    run as the ranks of a launched job, workloads.launch).
     """
     cases = list(cases)
     progress = progress or NullProgress()
     own = sweep is None
     sweep = sweep or open_sweep(cases, opts, progress)
     oom_at = dict(oom_at or {})
+    execute = execute or run_one
     records = []
     try:
         with memory_cap(sweep.device, opts.mem_limit_bytes) as cap:
@@ -233,12 +243,12 @@ def run_cases(
                 progress.start(case, i, len(cases))
                 t0, started = time.perf_counter(), _now()
                 if case.series in oom_at and case.size > oom_at[case.series]:
-                    rec = _record(
+                    rec = case_record(
                         case, "skipped",
                         f"{case.variant} ran out of memory at {case.size_name}={oom_at[case.series]}",
                     )
                 else:
-                    rec, oom = _run_one(case, sweep)
+                    rec, oom = execute(case, sweep)
                     if oom:
                         oom_at[case.series] = min(case.size, oom_at.get(case.series, case.size))
                 if rec.status == "ok":
@@ -276,6 +286,7 @@ def run_plan(
     argv: list[str] | None = None,
     opts: RunOptions = RunOptions(),
     progress: Progress | None = None,
+    execute: Executor | None = None,
 ) -> list[Record]:
     """Run a plan into a results file (header first, then one line per case as it ends).
 
@@ -296,7 +307,8 @@ def run_plan(
         )
         with ResultsWriter(results_path, header) as writer:
             return run_cases(
-                cases, writer.append, opts, progress, oom_at=oom_sizes(prior), sweep=sweep, run_id=run_id
+                cases, writer.append, opts, progress, oom_at=oom_sizes(prior), sweep=sweep, run_id=run_id,
+                execute=execute,
             )
     finally:
         close_sweep(sweep)

@@ -1,0 +1,219 @@
+"""`xfbench parallel`: data-parallel (DDP, FSDP) against one device, on torch.distributed."""
+
+import typer
+
+from .common import SharedOptions, check_dtype, sweep_command
+from .status import ExitStatus
+
+STRATEGY_CHOICES = ("single", "ddp", "fsdp")
+COLLECTIVE_CHOICES = ("all_reduce", "all_gather", "reduce_scatter", "none")
+DEFAULT_SIZES = "1KiB,4KiB,16KiB,64KiB,256KiB,1MiB,4MiB,16MiB,64MiB,256MiB"
+# Options that describe how to launch, not what to measure: left out of the printed command.
+LAUNCH_OPTIONS = {"--print-launch": 0, "--nnodes": 1, "--nproc-per-node": 1, "--node-rank": 1,
+                  "--rdzv-endpoint": 1, "--world-sizes": 1}
+
+
+@sweep_command
+def parallel(
+    presets: str | None = typer.Option(
+        None, "--presets",
+        help="Model sizes, comma-separated (see `xfbench model`) [default: 1M; only the custom model with --layers].",
+    ),
+    strategy: str = typer.Option(
+        "single,ddp,fsdp", "--strategy",
+        help="single (plain model, one device: the baseline), ddp (DistributedDataParallel), fsdp (FSDP2 "
+        "fully_shard), comma-separated.",
+    ),
+    world_sizes: str = typer.Option(
+        "1,2", "--world-sizes",
+        help="Ranks per case, comma-separated or a range (1:8:x2); single runs at 1 only. Under torchrun/srun: "
+        "1 and the job's world size [default there: both].",
+    ),
+    scaling: str = typer.Option(
+        "weak", "--scaling", help="weak: --batch per rank (global batch grows); strong: --batch global, split."
+    ),
+    batch: int = typer.Option(8, "--batch", min=1, max=1 << 20, help="Batch B: per rank (weak) or global (strong)."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=1, max=1 << 20, help="Tokens per sequence T [default: the model's context]."
+    ),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16 (autocast; fp32 weights)."),
+    bucket_mb: int = typer.Option(25, "--bucket-mb", min=1, max=1 << 16, help="DDP's gradient bucket size (MiB)."),
+    layers: int | None = typer.Option(None, "--layers", min=1, help="Custom model: layers L."),
+    d_model: int | None = typer.Option(None, "--d-model", min=1, help="Custom model: width d."),
+    heads: int | None = typer.Option(None, "--heads", min=1, help="Custom model: attention heads (divide d)."),
+    vocab: int | None = typer.Option(None, "--vocab", min=1, help="Custom model: vocabulary [default: 50304]."),
+    exposed_comm: bool = typer.Option(
+        True, "--exposed-comm/--no-exposed-comm",
+        help="Also time DDP's step under no_sync (gradient all-reduce skipped): the difference is exposed comm.",
+    ),
+    collectives: str | None = typer.Option(
+        None, "--collectives",
+        help="Collective bandwidth sweep: all_reduce, all_gather, reduce_scatter or none [default: all_reduce, "
+        "and all_gather,reduce_scatter with fsdp].",
+    ),
+    message_sizes: str = typer.Option(DEFAULT_SIZES, "--message-sizes", help="Collective message sizes."),
+    pg_timeout: float = typer.Option(
+        60.0, "--pg-timeout", min=1.0, max=86400.0,
+        help="Process-group timeout (s): a rank that hangs ends its case after this long.",
+    ),
+    print_launch: bool = typer.Option(
+        False, "--print-launch", help="Print the torchrun command per node and a SLURM srun line, and exit."
+    ),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, max=1 << 16, help="Nodes, for --print-launch."),
+    nproc_per_node: int | None = typer.Option(
+        None, "--nproc-per-node", min=1, max=1024, help="Ranks per node, for --print-launch [default: GPUs or 2]."
+    ),
+    node_rank: int | None = typer.Option(
+        None, "--node-rank", min=0, help="Print only this node's command (--print-launch)."
+    ),
+    rdzv_endpoint: str | None = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous, for --print-launch [default: this host:29500]."
+    ),
+    fault: str | None = typer.Option(None, "--fault", hidden=True, help="RANK:raise|kill|hang (tests)."),
+    shared: SharedOptions = SharedOptions(),
+) -> ExitStatus:
+    """Data-parallel (DDP, FSDP) versus one device: tokens/s, scaling efficiency, comm, memory per rank."""
+    import sys
+
+    from ..reports.errors import BadInput
+    from .model import parse_presets
+    from .parse import parse_bytes, parse_choices, parse_int_sweep
+
+    strategies = parse_choices(strategy, STRATEGY_CHOICES, "--strategy")
+    scale = parse_choices(scaling, ("weak", "strong"), "--scaling")
+    if len(scale) != 1:
+        raise BadInput("--scaling: give one of weak, strong")
+    sizes = parse_int_sweep(world_sizes, "--world-sizes")
+    if max(sizes) > 4096:
+        raise BadInput(f"--world-sizes: {max(sizes)} ranks is more than this command launches (4096)")
+    if print_launch:
+        from ..workloads.launch_lines import launch_lines
+
+        argv = strip_launch_options(sys.argv[sys.argv.index("parallel") + 1:] if "parallel" in sys.argv else [])
+        typer.echo(launch_lines(argv, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=node_rank,
+                                rdzv_endpoint=rdzv_endpoint))
+        return ExitStatus.OK
+    custom = _custom(layers, d_model, heads, vocab)
+    from ..workloads.gpt import PRESETS
+
+    names = parse_presets(presets or "1M", list(PRESETS)) if presets is not None or custom is None else []
+    if collectives is None:
+        ops = ["all_reduce"] + (["all_gather", "reduce_scatter"] if "fsdp" in strategies else [])
+    else:
+        ops = [o for o in parse_choices(collectives, COLLECTIVE_CHOICES, "--collectives") if o != "none"]
+    message = sorted({parse_bytes(s, "--message-sizes") for s in message_sizes.split(",") if s.strip()})
+    if not message and ops:
+        raise BadInput("--message-sizes: no sizes given")
+    fault_spec = _fault(fault)
+
+    from ..profilers.device import resolve_device
+    from ..workloads import launch as ln
+    from ..workloads.collectives import CollectiveConfig
+    from ..workloads.collectives import cases as collective_cases
+    from ..workloads.parallel import ParallelConfig, cases
+    from .sweep import run_sweep
+
+    dev = resolve_device(shared.device)
+    check_dtype(dtype, dev)
+    job_env = ln.outside_job()
+    if job_env is not None:
+        allowed = {1, job_env["world_size"]}
+        if "--world-sizes" not in sys.argv:
+            sizes = sorted(allowed)
+        elif not set(sizes) <= allowed:
+            raise BadInput(f"--world-sizes: under an outside launcher the job has {job_env['world_size']} ranks: "
+                           f"give 1 and/or {job_env['world_size']}")
+    ln.check_backend(dev, max(sizes), job_env)
+    cfg = ParallelConfig(
+        presets=names, strategies=strategies, world_sizes=sizes, scaling=scale[0], batch=batch, seq_len=seq_len,
+        dtype=dtype, bucket_mb=bucket_mb, custom=custom, exposed_comm=exposed_comm,
+    )
+    comm_sizes = [n for n in sizes if n > 1] or sizes
+    try:
+        plan = cases(cfg, dev) + collective_cases(CollectiveConfig(ops, message, comm_sizes), dev)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
+    opts = shared.run_options()
+    job = ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
+                 pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
+    if job_env is None:
+        return run_sweep("parallel", plan, shared, execute=ln.LaunchExecutor(plan, job), calibrate=False)
+    return run_in_job(plan, job, job_env, shared)
+
+
+def run_in_job(plan, job, job_env: dict, shared: SharedOptions) -> ExitStatus:
+    """This process is one rank of an outside job (torchrun, srun): every rank runs the plan in the
+    same order; rank 0 alone prints and writes the results."""
+    from ..workloads import launch as ln
+    from ..workloads.runner import run_cases
+    from .sweep import run_sweep
+
+    executor = ln.InJobExecutor(plan, job, job_env)
+    try:
+        if job_env["rank"] == 0:
+            executor.agree_plan(_pending(plan, shared))  # run_sweep finds the same pending cases
+            return run_sweep("parallel", plan, shared, execute=executor, calibrate=False)
+        todo = executor.agree_plan(None)
+        run_cases(todo, lambda record: None, _quiet(shared.run_options()), execute=executor)
+        return ExitStatus.OK
+    finally:
+        executor.close()
+
+
+def _pending(plan, shared: SharedOptions):
+    from ..reports.errors import BadInput
+    from ..reports.store import RESULTS_NAME
+    from ..workloads.runner import pending_cases
+
+    if not shared.resume:
+        return plan
+    if shared.out is None:
+        raise BadInput("--resume needs --out: the run folder to resume")
+    return pending_cases(plan, shared.out / RESULTS_NAME)
+
+
+def _quiet(opts):
+    import dataclasses
+
+    return dataclasses.replace(opts, calibrate=False, telemetry=False)
+
+
+def strip_launch_options(argv: list[str]) -> list[str]:
+    """The user's options minus those that describe the launch (the printed commands set them)."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in LAUNCH_OPTIONS:
+            skip = LAUNCH_OPTIONS[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
+def _custom(layers, d_model, heads, vocab) -> dict | None:
+    from ..reports.errors import BadInput
+
+    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
+    if all(v is None for v in shape.values()) and vocab is None:
+        return None
+    missing = [k for k, v in shape.items() if v is None]
+    if missing:
+        raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
+    from ..workloads.gpt import GPT2_VOCAB
+
+    return dict(n_layer=layers, n_head=heads, n_embd=d_model, vocab_size=vocab or GPT2_VOCAB)
+
+
+def _fault(text: str | None):
+    if text is None:
+        return None
+    from ..reports.errors import BadInput
+    from ..workloads.launch import FAULT_KINDS, Fault
+
+    rank, _, kind = text.partition(":")
+    if not rank.isdigit() or kind not in FAULT_KINDS:
+        raise BadInput(f"--fault: '{text}' must be RANK:{'|'.join(FAULT_KINDS)}")
+    return Fault(int(rank), kind)
