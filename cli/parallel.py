@@ -133,6 +133,8 @@ def parallel(
         plan = cases(cfg, dev) + collective_cases(CollectiveConfig(ops, message, comm_sizes), dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
+    if job_env is not None and job_env["world_size"] > 1:  # one rank alone runs `single`; the rest, all ranks
+        plan = [c for c in plan if c.params["world_size"] == job_env["world_size"] or c.variant == "single"]
     opts = shared.run_options()
     job = ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
                  pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
