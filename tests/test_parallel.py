@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -217,3 +218,27 @@ def test_bad_options_exit_2_before_launching(tmp_path, args, words):
     assert res.returncode == 2, res.stdout + res.stderr
     assert words in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_launch_keeps_the_results(tmp_path, sig):
+    """Ctrl-C or a CI runner's SIGTERM while ranks run: one line, exit 130, finished cases kept, no rank left."""
+    tag = uuid.uuid4().hex
+    out = tmp_path / "run"
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", "XFBENCH_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+    cmd = [str(Path(sys.executable).parent / "xfbench"), "parallel", "--strategy", "single,ddp", "--world-sizes", "2",
+           "--collectives", "none", "--out", str(out), *FAST, "--fault", "1:hang"]  # ddp's rank 1 hangs: a launch runs
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # the first case (single) has ended: the second is a running launch
+        lines.append(line)
+        if line.startswith("[1/2]"):
+            break
+    time.sleep(3)
+    proc.send_signal(sig)
+    rest, _ = proc.communicate(timeout=60)
+    text = "".join(lines) + rest
+    assert proc.returncode == 130, text
+    assert "interrupted: finished cases are in" in text and "Traceback" not in text
+    assert [r["variant"] for r in records(out)] == ["single"]
+    assert wait_gone(tag) == []

@@ -302,13 +302,16 @@ def _median(xs: list[float]) -> float | None:
 def quiet_elastic_logs() -> None:
     """The agent logs each worker's failure with its traceback to stderr; the parent says it
     in one line instead (the full text stays in the workers' log folder while it runs)."""
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    prefixes = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
+    # elastic's modules give their loggers levels of their own: set each one, not only the parents
+    for name in [*prefixes, *logging.root.manager.loggerDict]:
+        if name.startswith(prefixes):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def launch(job: Job, nproc: int) -> list[dict]:
     """Run `job` on `nproc` ranks on this host; rank 0's payloads, or LaunchFailed naming the rank."""
-    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -321,11 +324,19 @@ def launch(job: Job, nproc: int) -> list[dict]:
         logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=Std.ALL), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
     t0 = time.perf_counter()
+    # The agent turns SIGINT/SIGTERM/SIGHUP/SIGQUIT into its SignalException (after stopping the
+    # workers) and leaves its handlers installed: restore ours after, and read a signal as an
+    # interruption, which the sweep reports with the results kept so far.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
     try:
         out = elastic_launch(config, rank_main)(job)
     except ChildFailedError as e:
         raise LaunchFailed(failure_text(e, time.perf_counter() - t0, nproc)) from None
+    except SignalException as e:
+        raise KeyboardInterrupt(f"signal {e.sigval}") from None
     finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
         shutil.rmtree(logs, ignore_errors=True)
     return out[0]
 
