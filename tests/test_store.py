@@ -201,3 +201,23 @@ def test_migrate_to_2_splits_provenance_and_renames_the_v1_ratio():
     rec = migrate_to_2({"kind": "record", "metrics": {"flops_counted_over_analytic": 1.9, "flop_per_s": 1.0}})
     # v1 divided counted FLOPs by the convention FLOPs: the value keeps that meaning, under that name.
     assert rec["metrics"] == {"flops_counted_over_convention": 1.9, "flop_per_s": 1.0}
+
+
+def test_migrate_to_3_gives_older_records_no_ranks():
+    rec = migrate({"kind": "record", "metrics": {}}, 2)
+    assert rec["ranks"] is None
+    assert "ranks" not in migrate({"kind": "header", "run_id": "r"}, 2)
+
+
+@pytest.mark.parametrize("name,version", [("results_v1", 1), ("results_v2", 2)])
+def test_every_past_version_loads_and_renders(name, version):
+    """tests/fixtures keeps a results file of every past schema version: each loads through the
+    migrations and renders in every format."""
+    from xfbench.reports.render import RENDERERS, render
+
+    path = FIXTURES / f"{name}.jsonl"
+    assert json.loads(path.read_text().splitlines()[0])["schema_version"] == version
+    run = load_results(path)
+    assert run.records and all(r.ranks is None for r in run.records)
+    for fmt in RENDERERS:
+        assert render(fmt, run)
