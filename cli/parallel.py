@@ -137,7 +137,7 @@ def parallel(
         plan = [c for c in plan if c.params["world_size"] == job_env["world_size"] or c.variant == "single"]
     opts = shared.run_options()
     job = ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
-                 pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
+                 count_flops=opts.count_flops, pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
     if job_env is None:
         return run_sweep("parallel", plan, shared, execute=ln.LaunchExecutor(plan, job), calibrate=False)
     return run_in_job(plan, job, job_env, shared)

@@ -70,7 +70,7 @@ class Job:
 
     Args:
         cases: the cases, in order (all at one world size).
-        policy, fake_clock, memory: how each is measured (as MeasureOptions).
+        policy, fake_clock, memory, count_flops: how each is measured (as MeasureOptions).
         pg_timeout_s: process-group timeout: a collective waiting longer fails.
         threads: torch threads per rank (None: usable cores / ranks on this host).
         fault: an injected failure, or None.
@@ -81,6 +81,7 @@ class Job:
     policy: TimerPolicy = TimerPolicy()
     fake_clock: bool = False
     memory: bool = True
+    count_flops: bool = False
     pg_timeout_s: float = PG_TIMEOUT_S
     threads: int | None = None
     fault: Fault | None = None
@@ -160,7 +161,8 @@ def _measure_rank(case: Case, job: Job, group: RankGroup, device: torch.device, 
     built = module.prepare_rank(case, device, group.rank)
     step, nosync, model = (built.step, built.nosync, built.model) if hasattr(built, "step") else (built, None, None)
     _inject(step, job.fault, group.rank)
-    mopts = MeasureOptions(policy=job.policy, fake_clock=job.fake_clock, memory=job.memory, group=group)
+    mopts = MeasureOptions(policy=job.policy, fake_clock=job.fake_clock, memory=job.memory,
+                           count_flops=job.count_flops, group=group)
     try:
         group.mark(f"{where}: timing")
         m = measure(step, device, mopts)

@@ -256,6 +256,9 @@ def finish(case: Case, m, extras: dict) -> None:
         grad_bytes_per_step=n_params * GRAD_BYTES,
         comm_bytes_per_rank_per_step=comm_bytes_per_rank(p["strategy"], n_params, n),
     )
+    for key in ("work_flops_per_call", "flops_counted_per_call"):  # per rank -> the job's, as flops_per_call
+        if m.metrics.get(key) is not None:
+            m.metrics[key] = m.metrics[key] * n
     m.info.update(tokens_definition=TOKENS_DEFINITION, world_size=n, scaling=p["scaling"],
                   batch_per_rank=p["batch"], global_batch=p["global_batch"], backend=p["backend"])
     if p["strategy"] in COMM_FORMULAS:
