@@ -242,3 +242,22 @@ def test_a_signal_during_a_launch_keeps_the_results(tmp_path, sig):
     assert "interrupted: finished cases are in" in text and "Traceback" not in text
     assert [r["variant"] for r in records(out)] == ["single"]
     assert wait_gone(tag) == []
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.skipif(_gpus() == 0, reason="needs CUDA: one GPU per rank is checked against the GPUs present")
+def test_more_gpu_ranks_than_gpus_is_bad_input(tmp_path):
+    res = run_cli("parallel", "--device", "cuda", "--world-sizes", str(_gpus() + 1), "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and "need one GPU each" in res.stderr, res.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(_gpus() > 0, reason="CPU-only assumption: --device cuda must be refused without CUDA")
+def test_cuda_ranks_without_cuda_are_bad_input(tmp_path):
+    res = run_cli("parallel", "--device", "cuda", "--world-sizes", "2", "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and "no CUDA device" in res.stderr, res.stderr
