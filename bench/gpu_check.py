@@ -1,9 +1,11 @@
 """One pass over every GPU code path of xfbench in one call of under 8 minutes, beside the reference figures.
 
 Sections, in order: hardware (full calibration: matmul per dtype, copy and read bandwidth;
-one record's NVML telemetry), model (GPT-2 124M/350M train, prefill, decode) and attention
+one record's NVML telemetry), model (GPT-2 124M/350M train, prefill, decode), attention
 (every SDPA backend, naive and the LSTM at the reference's shapes: bf16, H=16, d=128,
-batch*N = 16384 tokens). Every measured figure is printed beside the one in
+batch*N = 16384 tokens) and parallel (124M train B=16 T=1024 as `single` and as `ddp` at
+world size 1, each one rank launched with NCCL as `xfbench parallel` does, and the all-reduce
+1 KiB ... 256 MiB at world size 1; estimate ~50 s). Every measured figure is printed beside the one in
 ../shared/GPU-REFERENCE.md (plain PyTorch on one H200; an H100 has the same compute
 ceilings), and each section prints its estimate and its wall time. Failed cells are data,
 shown in the tables; exits 1 only when a section crashed, 2 when an import fails (one line).
@@ -13,7 +15,7 @@ then `bash bench/gpu_run.sh` there with `.whl` carried: it puts this checkout on
 as `xfbench` and the wheels in a temp dir (no `pip install -e`), and runs this under a timeout.
 Smoke test anywhere: `python bench/gpu_check.py --device cpu --quick --threads 1` (one thread:
 on a small shared box, two OpenMP threads racing other processes wait a scheduler tick).
-`--only hardware,model,attention` picks sections.
+`--only hardware,model,attention,parallel` picks sections.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ try:
     from gpu_hw_section import calibration_section, telemetry_section  # siblings in bench/
     from gpu_model_section import POLICY as MODEL_POLICY
     from gpu_model_section import model_cases, model_section
+    from gpu_parallel_section import estimate_s as parallel_estimate_s
+    from gpu_parallel_section import parallel_section
 
     from xfbench.profilers.calibrate import to_peaks
     from xfbench.profilers.device import resolve_device
@@ -228,12 +232,19 @@ def model_estimate_s(ctx: Ctx) -> float:
     return len(todo) * (cell_s(MODEL_POLICY) + TELEMETRY_WINDOW_S) + compiled * COMPILE_S
 
 
+def parallel_section_cells(ctx: Ctx) -> None:
+    # Its own timer caps (the model section's for the steps, shorter for the collectives), no
+    # telemetry, no calibration: what `xfbench parallel` runs. The ranks are spawned processes.
+    parallel_section(ctx.device, ctx.opts.threads, ctx.quick)
+
+
 # name -> (run, estimate in s). Hardware first, so the later sections measure MFU against fresh
-# peaks; attention last, the section with the most cells, so a timeout cuts only its tail.
+# peaks; attention, the section with the most cells, then parallel (short: three one-rank launches).
 SECTIONS = {
     "hardware": (hardware_section, lambda ctx: HARDWARE_S),
     "model": (model_section_cells, model_estimate_s),
     "attention": (attention_section, lambda ctx: len(attention_cases(ctx)) * cell_s(ctx.opts.policy)),
+    "parallel": (parallel_section_cells, lambda ctx: parallel_estimate_s(ctx.device, ctx.quick)),
 }
 
 
