@@ -40,6 +40,7 @@ import torch.distributed as dist
 
 from ..profilers.collective import RankGroup, lagging_ranks
 from ..profilers.contention import usable_cores
+from ..profilers.cpu import fix_malloc_policy
 from ..profilers.measure import MeasureOptions, measure
 from ..profilers.timer import TimerPolicy
 from ..reports.schema import Measurement, MemoryStats, Record
@@ -236,6 +237,8 @@ def _rank_main(job: Job) -> list[dict] | None:
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     torch.set_num_threads(job.threads or threads_per_rank(local_ranks))
     device = rank_device(job.cases[0].device, local_rank)
+    if device.type == "cpu":
+        fix_malloc_policy()  # each rank is a fresh process: pin glibc's thresholds as a one-process sweep does
     backend = job.cases[0].params["backend"]
     if backend == "gloo" and job.single_host:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one host: never a routed interface
@@ -493,6 +496,8 @@ class InJobExecutor(RankedExecutor):
         self.solo = dist.new_group([0])  # every rank must create it; only rank 0 is in it
         self.device = rank_device(plan[0].device if plan else "cpu", env["local_rank"])
         self._index = 0
+        if self.device.type == "cpu":
+            fix_malloc_policy()
 
     def agree_plan(self, todo: list[Case] | None) -> list[Case]:
         """Rank 0's list of cases to run (its --resume reads the results file), for every rank."""
