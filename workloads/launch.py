@@ -120,17 +120,20 @@ def outside_job() -> dict[str, int] | None:
 
 
 def rank_device(case_device: str, local_rank: int) -> torch.device:
-    if case_device.startswith("cuda"):
-        return torch.device("cuda", local_rank)
+    """A rank's device: on CUDA one GPU per rank, counted from the requested one (--device cuda:1
+    puts local rank 0 on GPU 1, rank 1 on GPU 2, ...)."""
+    dev = torch.device(case_device)
+    if dev.type == "cuda":
+        return torch.device("cuda", (dev.index or 0) + local_rank)
     return torch.device("cpu")
 
 
-def init_group(backend: str, pg_timeout_s: float, local_rank: int) -> None:
+def init_group(backend: str, pg_timeout_s: float, device: torch.device) -> None:
     """The default process group from the launcher's environment (MASTER_ADDR/PORT, RANK, ...)."""
     timeout = timedelta(seconds=pg_timeout_s)
     if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local_rank))
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", timeout=timeout, device_id=device)
     else:
         dist.init_process_group("gloo", timeout=timeout)
 
@@ -242,7 +245,7 @@ def _rank_main(job: Job) -> list[dict] | None:
     backend = job.cases[0].params["backend"]
     if backend == "gloo" and job.single_host:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one host: never a routed interface
-    init_group(backend, job.pg_timeout_s, local_rank)
+    init_group(backend, job.pg_timeout_s, device)
     try:
         group = RankGroup()
         out = [run_case_as_rank(c, job, group, device, i) for i, c in enumerate(job.cases)]
@@ -351,7 +354,7 @@ def failure_text(e, elapsed_s: float, nproc: int) -> str:
     ranks that did not time out are the ones that stopped answering (hung)."""
     failures = sorted(e.failures.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
     reasons = {rank: _failure_reason(f) for rank, f in failures}
-    timed_out = [r for r, text in reasons.items() if "timed out" in text]
+    timed_out = [r for r, text in reasons.items() if "timed out" in text or "watchdog" in text]
     head = ""
     if len(timed_out) == len(reasons):
         silent = [r for r in range(nproc) if r not in reasons]
@@ -368,7 +371,11 @@ def _failure_reason(f) -> str:
             name = signal.Signals(-f.exitcode).name
         except ValueError:
             name = f"signal {-f.exitcode}"
-        hint = " (killed from outside: the OOM killer, or kill -9)" if name == "SIGKILL" else ""
+        hints = {
+            "SIGKILL": " (killed from outside: the OOM killer, or kill -9)",
+            "SIGABRT": " (aborted: on NCCL, its watchdog ends a rank whose collective timed out)",
+        }
+        hint = hints.get(name, "")
         return f"killed by {name}{hint}"
     msg = f.message
     if isinstance(msg, dict):
@@ -491,10 +498,10 @@ class InJobExecutor(RankedExecutor):
         torch.set_num_threads(job.threads or threads_per_rank(local_ranks))
         if backend == "gloo" and env["world_size"] == local_ranks:
             os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-        init_group(backend, job.pg_timeout_s, env["local_rank"])
+        self.device = rank_device(plan[0].device if plan else "cpu", env["local_rank"])
+        init_group(backend, job.pg_timeout_s, self.device)
         self.group = RankGroup()
         self.solo = dist.new_group([0])  # every rank must create it; only rank 0 is in it
-        self.device = rank_device(plan[0].device if plan else "cpu", env["local_rank"])
         self._index = 0
         if self.device.type == "cpu":
             fix_malloc_policy()
@@ -543,8 +550,9 @@ def check_backend(device: torch.device, ranks: int, job_env: dict | None) -> Non
         if not dist.is_nccl_available():
             raise BadInput(f"--device {device}: this torch has no NCCL backend (one GPU per rank needs it)")
         local = job_env["local_world_size"] if job_env else ranks
-        if local > torch.cuda.device_count():
-            raise BadInput(f"--world-sizes {ranks}: {local} ranks on this host need one GPU each, and it has "
-                           f"{torch.cuda.device_count()}")
+        first = device.index or 0
+        if first + local > torch.cuda.device_count():
+            raise BadInput(f"--world-sizes {ranks}: {local} ranks on this host need one GPU each from cuda:{first} "
+                           f"on, and it has {torch.cuda.device_count()}")
     elif not dist.is_gloo_available():
         raise BadInput(f"torch {torch.__version__} has no gloo backend (CPU ranks need it)")
