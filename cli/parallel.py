@@ -139,8 +139,20 @@ def parallel(
     job = ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
                  count_flops=opts.count_flops, pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
     if job_env is None:
-        return run_sweep("parallel", plan, shared, execute=ln.LaunchExecutor(plan, job), calibrate=False)
+        executor = ln.LaunchExecutor(plan, job, prior=_prior(shared))
+        return run_sweep("parallel", plan, shared, execute=executor, calibrate=False)
     return run_in_job(plan, job, job_env, shared)
+
+
+def _prior(shared: SharedOptions) -> list:
+    """With --resume, the records already in the run folder (their `single` cases are the baselines
+    of the cases still to run)."""
+    from ..reports.store import RESULTS_NAME, load_results
+
+    path = shared.out / RESULTS_NAME if shared.out is not None else None
+    if not shared.resume or path is None or not path.exists():
+        return []
+    return load_results(path).records
 
 
 def run_in_job(plan, job, job_env: dict, shared: SharedOptions) -> ExitStatus:
@@ -151,6 +163,9 @@ def run_in_job(plan, job, job_env: dict, shared: SharedOptions) -> ExitStatus:
     from .sweep import run_sweep
 
     executor = ln.InJobExecutor(plan, job, job_env)
+    if job_env["rank"] == 0:
+        for r in _prior(shared):
+            executor.keep_baseline(r)
     try:
         if job_env["rank"] == 0:
             executor.agree_plan(_pending(plan, shared))  # run_sweep finds the same pending cases

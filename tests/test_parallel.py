@@ -261,3 +261,15 @@ def test_more_gpu_ranks_than_gpus_is_bad_input(tmp_path):
 def test_cuda_ranks_without_cuda_are_bad_input(tmp_path):
     res = run_cli("parallel", "--device", "cuda", "--world-sizes", "2", "--out", str(tmp_path / "r"))
     assert res.returncode == 2 and "no CUDA device" in res.stderr, res.stderr
+
+
+def test_resume_finds_the_single_baseline_in_the_file(tmp_path):
+    out = tmp_path / "run"
+    args = ["parallel", "--strategy", "single,ddp", "--world-sizes", "1", "--collectives", "none", "--out", str(out),
+            *FAST]
+    assert run_cli(*args[:2], "single", *args[3:]).returncode == 0
+    res = run_cli(*args, "--resume")
+    assert res.returncode == 0, res.stdout + res.stderr
+    ddp = [r for r in records(out) if r["variant"] == "ddp"]
+    assert len(ddp) == 1 and ddp[0]["metrics"]["scaling_efficiency"] > 0
+    assert ddp[0]["metrics"]["baseline_case_id"] == next(r for r in records(out) if r["variant"] == "single")["case_id"]

@@ -404,9 +404,9 @@ class RankedExecutor:
 
     def __post_init__(self):
         for r in self.prior:
-            self._keep_baseline(r)
+            self.keep_baseline(r)
 
-    def _keep_baseline(self, r: Record) -> None:
+    def keep_baseline(self, r: Record) -> None:
         if r.workload == "parallel" and r.variant == "single" and r.status == "ok":
             self._baselines[(r.label, r.device)] = r
 
@@ -426,7 +426,7 @@ class RankedExecutor:
             return case_record(case, payload["status"], payload["reason"]), False
         rec = case_record(case, "ok", m=Measurement.model_validate(payload["measurement"]), ranks=payload["ranks"])
         rec.info["launcher"] = self.launcher
-        self._keep_baseline(rec)
+        self.keep_baseline(rec)
         if rec.workload == "parallel" and rec.variant != "single":
             base = self._baselines.get((rec.label, rec.device))
             rec.metrics.update(efficiency(rec, base))
