@@ -4,7 +4,8 @@
 records, with that workload's tables (its own builder where reports has one, the generic
 results and scaling tables otherwise) and its figures (reports.figures, chosen from the
 records' metrics). A workload added later (data-parallel) gets a section, tables and
-figures without a change here or in any renderer. Nothing here formats a number: tables
+figures without a change here or in any renderer; data-parallel and collectives have their own tables
+(reports.parallel_report) through the same registry. Nothing here formats a number: tables
 hold typed cells, and the summary's sentences use reports.units.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .environment import environment_table
+from .parallel_report import collective_tables, parallel_tables
 from .schema import Header, Record, RunResult
 from .select import latest
 from .summary import Finding, findings
@@ -80,10 +82,16 @@ def _model_tables(run: RunResult) -> list[Table]:
 
 # workload -> its own table builder (a function of a RunResult holding only its records);
 # any other workload gets the generic results and scaling tables.
-WORKLOAD_TABLES: dict[str, Callable[[RunResult], list[Table]]] = {"model": _model_tables}
+WORKLOAD_TABLES: dict[str, Callable[[RunResult], list[Table]]] = {
+    "model": _model_tables,
+    "parallel": parallel_tables,
+    "collective": collective_tables,
+}
 WORKLOAD_TITLES = {
     "attention": "Attention across sequence lengths",
     "model": "Models across parameter counts",
+    "parallel": "Data-parallel versus one device",
+    "collective": "Collective bandwidth",
 }
 
 

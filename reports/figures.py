@@ -1,9 +1,12 @@
 """Report figures: pure functions from a RunResult to matplotlib figures, as SVG, PDF or PNG bytes.
 
 Which figures a run has comes from record metadata, never from workload names: every label gets
-time and memory against its swept size; a workload whose records carry an arithmetic intensity
-and a calibrated peak gets a roofline; labels swept over the parameter count get model scaling
-(tokens/s, MFU, memory) or, for decode, step time against its bandwidth floor.
+time and memory against its swept size, unless its records carry a figure of merit of their own
+(a log-log time exponent over world sizes or message bytes says nothing): records with a scaling
+efficiency get efficiency and peak memory per rank against their size instead, records with a bus
+bandwidth get bandwidth and time against message size; a workload whose records carry an
+arithmetic intensity and a calibrated peak gets a roofline; labels swept over the parameter count
+get model scaling (tokens/s, MFU, memory) or, for decode, step time against its bandwidth floor.
 
 matplotlib is imported inside functions (`import xfbench.reports.figures` stays light) and only
 through `matplotlib.figure.Figure`, never pyplot: no figure manager, no GUI backend. rcParams are
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import units
 from .model_report import NO_TOKENS_DEFINITION
+from .parallel_report import peak_per_rank
 from .scaling import fit_series, ran
 from .schema import Record, RunResult
 from .select import latest
@@ -60,7 +64,8 @@ class FigureSpec:
     Args:
         key: unique within the run, a filename-safe stem, the same for the same results
             ('time-memory-attention-fwd-float32-full-b1-h8-d64').
-        kind: which builder draws it: 'time_memory', 'roofline', 'model_scaling', 'decode_floor'.
+        kind: which builder draws it: 'time_memory', 'roofline', 'model_scaling', 'decode_floor',
+            'scaling_efficiency', 'bandwidth' (BUILDERS).
         title: one line naming what is plotted.
         caption: how every plotted number was obtained (statistic and CI, fit, FLOP convention,
             calibration source) and what was left out.
@@ -105,6 +110,11 @@ def _has_floor(recs: list[Record]) -> bool:
     )
 
 
+def _carries(recs: list[Record], metric: str) -> bool:
+    """Some timed record of `recs` has a positive `metric` (one a log or ratio axis can show)."""
+    return any(_pos(r.metrics.get(metric)) for r in _timed(recs))
+
+
 def _has_tokens(recs: list[Record]) -> bool:
     return _is_model_size(recs) and any(_pos(r.metrics.get("tokens_per_s")) for r in _timed(recs))
 
@@ -143,8 +153,17 @@ def figure_specs(run: RunResult) -> list[FigureSpec]:
 
     for workload, labels in groups.items():
         for label, recs in labels.items():
-            if _timed(recs):
-                add("time_memory", workload, label, f"{label}: time and peak memory vs {recs[0].size_name}",
+            name = recs[0].size_name
+            if not _timed(recs):
+                continue
+            if _carries(recs, "scaling_efficiency"):
+                add("scaling_efficiency", workload, label,
+                    f"{label}: scaling efficiency and peak memory per rank vs {name}", _scaling_caption(recs))
+            elif _carries(recs, "busbw_bytes_per_s"):
+                add("bandwidth", workload, label, f"{label}: bus bandwidth and time per call vs {name}",
+                    _bandwidth_caption(recs))
+            else:
+                add("time_memory", workload, label, f"{label}: time and peak memory vs {name}",
                     _time_memory_caption(recs))
         for label, recs in labels.items():
             if _has_tokens(recs) and not _has_floor(recs):
@@ -262,6 +281,53 @@ def _bandwidth(cal: dict[str, Any], r: Record) -> tuple[str, float] | None:
         if bw is not None:
             return str(kind), bw
     return None
+
+
+def _scaling_caption(recs: list[Record]) -> str:
+    name = recs[0].size_name
+    definitions = _definitions([r for r in _timed(recs) if _pos(r.metrics.get("scaling_efficiency"))],
+                               "scaling_efficiency")
+    levels = sorted({r.time.ci_level for r in _timed(recs)})
+    level = f"{levels[0]:.0%}" if len(levels) == 1 else f"{levels[0]:.0%}..{levels[-1]:.0%}"
+    parts = [
+        *synthetic_notes(recs),
+        f"Left: scaling efficiency vs {name} (log scale), one line per strategy: "
+        + ("; ".join(definitions) if definitions else "metrics.scaling_efficiency")
+        + f". Error bars: its {level} CI (metrics.scaling_efficiency_ci_rel, relative). The dashed line at 1 is "
+        "linear scaling; the baseline itself (efficiency 1 by definition) is not plotted there.",
+        f"Right: peak memory per rank vs {name}, log-log: the highest of the ranks' own peaks (record.ranks, "
+        f"never summed), measured above the memory in use before a step{_methods(recs)}.",
+        *(f"Tokens: {d}" for d in _definitions(recs, "tokens_definition")),
+    ]
+    bare = [f"{r.variant} at {name}={units.fmt_size(r.size)}" for r in _timed(recs)
+            if not _pos(r.metrics.get("scaling_efficiency")) and _pos(r.metrics.get("tokens_per_s"))
+            and r.info.get("scaling_efficiency")]
+    if bare:
+        parts.append(f"No efficiency (left) for: {', '.join(bare)}.")
+    missing = _not_plotted(recs)
+    if missing:
+        parts.append(missing)
+    return _sentences(parts)
+
+
+def _bandwidth_caption(recs: list[Record]) -> str:
+    name = recs[0].size_name
+    factors = list(dict.fromkeys(f"{r.variant} {r.info['busbw_factor']}" for r in _timed(recs)
+                                 if r.info.get("busbw_factor")))
+    parts = [
+        *synthetic_notes(recs),
+        f"Left: bus bandwidth vs {name}, log-log, one line per op: "
+        + "; ".join(_definitions(recs, "bandwidth_convention") or ["metrics.busbw_bytes_per_s"])
+        + (f" (factors: {', '.join(factors)}, n the world size)" if factors else "")
+        + f". Error bars: the {_ci_words(recs)} time carried through (bandwidth is bytes / time).",
+        f"Right: median time per call vs {name}, error bars the {_ci_words(recs)}; each window is the max over "
+        "ranks.",
+        *_definitions(recs, "backend_note"),
+    ]
+    missing = _not_plotted(recs)
+    if missing:
+        parts.append(missing)
+    return _sentences(parts)
 
 
 def _decode_floor_caption(run: RunResult, recs: list[Record]) -> str:
@@ -428,6 +494,7 @@ _TICK_TEXT: dict[str, Callable[[float], str]] = {
     "size": units.fmt_size,
     "%": units.fmt_pct,
     "plain": units.plain,
+    "B/s": lambda v: units.fmt_rate(v, "B"),
 }
 
 
@@ -783,11 +850,97 @@ def _build_decode_floor(run: RunResult, spec: FigureSpec) -> Figure:
     return fig
 
 
+IDEAL = {"color": "0.3", "linewidth": 1.0, "linestyle": "--", "marker": "", "zorder": 1}
+
+
+def _efficiency_points(recs: list[Record]) -> list[tuple[float, float, float, float]]:
+    """(size, efficiency, low, high): the relative CI half-width either side."""
+    out = []
+    for r in _timed(recs):
+        eff = _pos(r.metrics.get("scaling_efficiency"))
+        if eff is not None:
+            ci = r.metrics.get("scaling_efficiency_ci_rel")
+            half = eff * ci if isinstance(ci, int | float) and math.isfinite(ci) else 0.0
+            out.append((float(r.size), eff, max(eff - half, 0.0), eff + half))
+    return sorted(out)
+
+
+def _rank_memory_points(recs: list[Record]) -> list[tuple[float, float]]:
+    return sorted((float(r.size), p) for r in _timed(recs) if (p := _pos(peak_per_rank(r))) is not None)
+
+
+def _build_scaling_efficiency(run: RunResult, spec: FigureSpec) -> Figure:
+    recs = _records(run, spec)
+    looks, by_variant = _looks(run), _by_variant(recs)
+    fig, (ax_e, ax_m) = _figure(2, 7.0, 3.0)
+    at = [float(r.size) for r in _timed(recs)]
+    x_lims = _log_limits(min(at), max(at), 4.0)
+    highs, mems, shown = [1.0], [], []
+    for variant, rs in by_variant.items():
+        look = looks[variant]
+        eff, mem = _efficiency_points(rs), _rank_memory_points(rs)
+        if eff:
+            _errorbar(ax_e, look, eff, variant)
+            highs += [p[3] for p in eff]
+        if mem:
+            ax_m.plot([m[0] for m in mem], [m[1] for m in mem], label=variant, **look.props())
+            mems += [m[1] for m in mem]
+        if eff or mem:
+            shown.append(variant)
+    ax_e.plot(x_lims, [1.0, 1.0], **IDEAL)
+    _set_log(ax_e, ("size", x_lims, at), None)
+    ax_e.set_ylim(0.0, max(highs) * 1.1)
+    _ticks(ax_e.yaxis, "plain")
+    m_lims = _log_limits(min(mems), max(mems), MIN_SPAN["B"]) if mems else (1.0, 2.0**10)
+    _set_log(ax_m, ("size", x_lims, at), ("B", m_lims, ()))
+    if not mems:
+        ax_m.text(0.5, 0.5, "no memory measured", transform=ax_m.transAxes, ha="center", va="center")
+    name = recs[0].size_name
+    ax_e.set(xlabel=name, ylabel="scaling efficiency")
+    _title(ax_e, "scaling efficiency (± CI)")
+    ax_m.set(xlabel=name, ylabel="peak memory per rank (bytes)")
+    _title(ax_m, "peak memory per rank")
+    entries = _variant_entries(looks, shown) + [("linear scaling (1)", IDEAL)]
+    _place(fig, [ax_e, ax_m], entries)
+    return fig
+
+
+def _build_bandwidth(run: RunResult, spec: FigureSpec) -> Figure:
+    recs = _records(run, spec)
+    looks, by_variant = _looks(run), _by_variant(recs)
+    fig, (ax_b, ax_t) = _figure(2, 7.0, 3.0)
+    timed = _timed(recs)
+    at = [float(r.size) for r in timed]
+    x_lims = _log_limits(min(at), max(at), 4.0)
+    bws, times = [], [t for r in timed for t in (r.time.ci_low_s, r.time.ci_high_s, r.time.median_s) if _pos(t)]
+    for variant, rs in by_variant.items():
+        look = looks[variant]
+        bw = _ratio_points(rs, "busbw_bytes_per_s")
+        if bw:
+            _errorbar(ax_b, look, bw, variant)
+            bws += [v for p in bw for v in p[1:]]
+        pts = _time_points(rs)
+        if pts:
+            _errorbar(ax_t, look, pts, variant)
+    b_lims = _log_limits(min(bws), max(bws), MIN_SPAN["rate"]) if bws else (1.0, 10.0)
+    _set_log(ax_b, ("B", x_lims, at), ("B/s", b_lims, ()))
+    _set_log(ax_t, ("B", x_lims, at), ("s", _log_limits(min(times), max(times), MIN_SPAN["s"]), ()))
+    name = recs[0].size_name
+    ax_b.set(xlabel=name, ylabel="bus bandwidth (busbw)")
+    _title(ax_b, "bus bandwidth (± CI)")
+    ax_t.set(xlabel=name, ylabel="median time per call (s)")
+    _title(ax_t, "time per call (median ± CI)")
+    _place(fig, [ax_b, ax_t], _variant_entries(looks, list(by_variant)))
+    return fig
+
+
 BUILDERS: dict[str, Callable[[RunResult, FigureSpec], Figure]] = {
     "time_memory": _build_time_memory,
     "roofline": _build_roofline,
     "model_scaling": _build_model_scaling,
     "decode_floor": _build_decode_floor,
+    "scaling_efficiency": _build_scaling_efficiency,
+    "bandwidth": _build_bandwidth,
 }
 
 

@@ -2,9 +2,12 @@
 
 Per workload a function states what its sweep shows (attention: the fitted exponents, the
 best implementation's speed-up over naive at the largest N, where the recurrent baseline
-and attention cross; models: tokens/s and MFU per size and their exponents); any other
-workload gets the generic exponents. Then the warnings and failures that matter. Pure:
-from the records alone.
+and attention cross; models: tokens/s and MFU per size and their exponents; data-parallel:
+tokens/s, scaling efficiency and exposed comm per strategy at the largest world size, and
+memory per rank; collectives: peak busbw per op); any other workload gets the generic
+exponents. An exponent over world sizes or message bytes says nothing, so those two state
+none (a label of theirs whose records name no world or message size gets the generic ones).
+Then the warnings and failures that matter. Pure: from the records alone.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .parallel_report import BASELINE, MESSAGE_BYTES, WORLD_SIZE, exposed_comm_half_frac, peak_per_rank
 from .scaling import exponent, fit_series, ran, series
 from .schema import Record, RunResult
 from .select import latest
 from .tables import SYNTHETIC_NOTE
-from .units import fmt_exponent, fmt_pct, fmt_rate, fmt_size, fmt_time
+from .units import fmt_bytes, fmt_exponent, fmt_pct, fmt_rate, fmt_size, fmt_time
 
 RECURRENT = "lstm"  # the attention workload's recurrent baseline (workloads.attention.IMPLS)
 NAIVE = "naive"
 FAR = 1e12  # an extrapolated crossover past this length is named as 'beyond', not computed
+SHARDED, REPLICATED = "fsdp", "ddp"  # the parallel workload's strategies whose memory per rank is compared
 
 
 @dataclass(frozen=True)
@@ -160,10 +165,125 @@ def model_findings(records: list[Record]) -> list[Finding]:
     return out
 
 
+def _num(x: object) -> float | None:
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def _strategy_text(r: Record, by_case: dict[str, Record]) -> str:
+    """'ddp at 2 ranks: 11.8 ktok/s (5.89 ktok/s per rank), scaling efficiency 0.50 ±0.05, exposed comm 24.0%'."""
+    m = r.metrics
+    text = f"{r.variant} at {fmt_size(r.size)} {r.size_name}: {fmt_rate(_num(m.get('tokens_per_s')), 'tok')}"
+    per_rank = _num(m.get("tokens_per_s_per_rank"))
+    if per_rank is not None and r.size != 1:
+        text += f" ({fmt_rate(per_rank, 'tok')} per rank)"
+    eff, ci = _num(m.get("scaling_efficiency")), _num(m.get("scaling_efficiency_ci_rel"))
+    if eff is not None:
+        base = by_case.get(str(m.get("baseline_case_id")))
+        level = min(r.time.ci_level, base.time.ci_level) if base is not None and base.time is not None else (
+            r.time.ci_level)
+        text += f", scaling efficiency {eff:.2f}" + (f" ±{eff * ci:.2f} ({level:.0%} CI)" if ci is not None else "")
+    else:
+        text += ", no scaling efficiency (" + str(r.info.get("scaling_efficiency") or "no baseline") + ")"
+    frac = _num(m.get("exposed_comm_frac"))
+    if frac is not None:
+        half = exposed_comm_half_frac(r)
+        text += f", exposed comm {fmt_pct(frac)}" + (f" ±{100 * half:.1f} pp" if half is not None else "") + (
+            " of the step" if frac >= 0 else " of the step (below 0: nothing measurable exposed)")
+    return text
+
+
+def _overhead_finding(label: str, alone: list[Record], base: Record | None) -> Finding | None:
+    """Each strategy's step at one rank against `single`'s (metrics.time_over_single): the
+    wrapper's own cost, with no other rank to talk to."""
+    parts = []
+    for r in alone:
+        ratio, ci = _num(r.metrics.get("time_over_single")), _num(r.metrics.get("scaling_efficiency_ci_rel"))
+        if ratio is not None:
+            parts.append(f"{ratio:.2f}" + (f" ±{100 * ci:.0f}%" if ci is not None else "") + f" under {r.variant}")
+    if base is None or not parts:
+        return None
+    return Finding(f"{label}: at world size 1 (no other rank to talk to), step time / {BASELINE}'s "
+                   f"({fmt_time(base.time.median_s)}) is {', '.join(parts)}: the wrapper's own cost (± the two "
+                   "medians' relative CIs in quadrature)", workload="parallel")
+
+
+def _memory_finding(label: str, at: list[Record]) -> Finding | None:
+    """Peak memory per rank of each strategy at one world size; FSDP's against DDP's where both ran."""
+    peaks = {r.variant: p for r in at if (p := peak_per_rank(r)) is not None}
+    if len(peaks) < 2:
+        return None
+    n, name = at[0].size, at[0].size_name
+    text = (f"{label}: peak memory per rank at {fmt_size(n)} {name} (the highest rank's, never summed): "
+            + ", ".join(f"{v} {fmt_bytes(p)}" for v, p in peaks.items()))
+    if peaks.get(SHARDED) and peaks.get(REPLICATED):
+        text += f"; {SHARDED}/{REPLICATED} = {peaks[SHARDED] / peaks[REPLICATED]:.2f}x"
+    return Finding(text, workload="parallel")
+
+
+def parallel_findings(records: list[Record]) -> list[Finding]:
+    """Per label: each strategy's tokens/s, efficiency ±CI and exposed comm at the largest world
+    size it ran, against the one-device baseline; then peak memory per rank at that size."""
+    out = []
+    for label, recs in _by_label(records).items():
+        if not any(WORLD_SIZE in r.params for r in recs):
+            out += exponent_findings(recs, "parallel")
+            continue
+        ok = ran(recs)
+        by_case = {r.case_id: r for r in recs}
+        base = next((r for r in ok if r.variant == BASELINE), None)
+        rivals = [r for r in ok if r.variant != BASELINE]
+        if not rivals:
+            continue
+        n = max(r.size for r in rivals)
+        at = [r for r in rivals if r.size == n]
+        against = (f"{BASELINE} (one device) {fmt_rate(_num(base.metrics.get('tokens_per_s')), 'tok')}"
+                   if base is not None else f"no {BASELINE} baseline ran")
+        out.append(Finding(f"{label}: {'; '.join(_strategy_text(r, by_case) for r in at)}; against {against}",
+                           workload="parallel"))
+        overhead = _overhead_finding(label, [r for r in rivals if r.size == 1], base)
+        if overhead is not None:
+            out.append(overhead)
+        memory = _memory_finding(label, at + ([base] if base is not None and n == base.size else []))
+        if memory is not None:
+            out.append(memory)
+    return out
+
+
+def collective_findings(records: list[Record]) -> list[Finding]:
+    """Per label: each op's peak busbw (nccl-tests convention) and the message size it was reached at."""
+    out = []
+    for label, recs in _by_label(records).items():
+        if not any(MESSAGE_BYTES in r.params for r in recs):
+            out += exponent_findings(recs, "collective")
+            continue
+        parts, at_edge, sizes = [], [], sorted({r.size for r in ran(recs)})
+        for op in dict.fromkeys(r.variant for r in recs):
+            mine = [r for r in ran(recs) if r.variant == op and _num(r.metrics.get("busbw_bytes_per_s")) is not None]
+            if not mine:
+                continue
+            best = max(mine, key=lambda r: r.metrics["busbw_bytes_per_s"])
+            if best.size == max(r.size for r in mine):
+                at_edge.append(op)
+            parts.append(f"{op} {fmt_rate(best.metrics['busbw_bytes_per_s'], 'B')} at {fmt_bytes(best.size)}")
+        if not parts:
+            continue
+        edge = ""
+        if at_edge:
+            which = "each" if len(at_edge) == len(parts) else ", ".join(at_edge)
+            edge = (f" ({which} at the largest message measured, of {fmt_bytes(sizes[0])}..{fmt_bytes(sizes[-1])}: "
+                    "the bandwidth may still rise with size)")
+        notes = list(dict.fromkeys(str(r.info["backend_note"]) for r in recs if r.info.get("backend_note")))
+        out.append(Finding(f"{label}: peak busbw (nccl-tests convention) {', '.join(parts)}{edge}"
+                           + "".join(f"; {n}" for n in notes), workload="collective"))
+    return out
+
+
 # workload -> its findings from its latest records; others get exponent_findings
 WORKLOAD_FINDINGS: dict[str, Callable[[list[Record]], list[Finding]]] = {
     "attention": attention_findings,
     "model": model_findings,
+    "parallel": parallel_findings,
+    "collective": collective_findings,
 }
 
 
