@@ -140,8 +140,15 @@ def parallel(
                  count_flops=opts.count_flops, pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
     if job_env is None:
         executor = ln.LaunchExecutor(plan, job, prior=_prior(shared))
-        return run_sweep("parallel", plan, shared, execute=executor, calibrate=False)
+        return run_sweep("parallel", plan, shared, extra_tables=_tables, execute=executor, calibrate=False)
     return run_in_job(plan, job, job_env, shared)
+
+
+def _tables(run) -> list:
+    """The data-parallel and collective tables (reports.parallel_report) in place of the generic ones."""
+    from ..reports.parallel_report import collective_tables, parallel_tables
+
+    return parallel_tables(run) + collective_tables(run)
 
 
 def _prior(shared: SharedOptions) -> list:
@@ -169,7 +176,7 @@ def run_in_job(plan, job, job_env: dict, shared: SharedOptions) -> ExitStatus:
     try:
         if job_env["rank"] == 0:
             executor.agree_plan(_pending(plan, shared))  # run_sweep finds the same pending cases
-            return run_sweep("parallel", plan, shared, execute=executor, calibrate=False)
+            return run_sweep("parallel", plan, shared, extra_tables=_tables, execute=executor, calibrate=False)
         todo = executor.agree_plan(None)
         run_cases(todo, lambda record: None, _quiet(shared.run_options()), execute=executor)
         return ExitStatus.OK

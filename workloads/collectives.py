@@ -25,6 +25,9 @@ ELEMENT = torch.float32
 KIB = 1024
 # 1 KiB ... 256 MiB in steps of 4x: 10 sizes.
 DEFAULT_SIZES = [KIB * 4**i for i in range(10)]
+MESSAGE_DEFINITION = (
+    "message bytes = the full buffer: the all-reduce's tensor, the all-gather's output, the reduce-scatter's input"
+)
 BUSBW_FACTORS = {"all_reduce": "2(n-1)/n", "all_gather": "(n-1)/n", "reduce_scatter": "(n-1)/n"}
 GLOO_NOTE = (
     "gloo: shows that the collective works here, not what NCCL would do on GPUs "
@@ -90,6 +93,7 @@ def prepare_rank(case: Case, device: torch.device, rank: int) -> Step:
     info = {
         "op": op, "message_bytes": nbytes, "busbw_factor": BUSBW_FACTORS[op],
         "bandwidth_convention": "nccl-tests: algbw = bytes / time, busbw = algbw · factor",
+        "message_definition": MESSAGE_DEFINITION,
         "backend": p["backend"],
     }
     if p["backend"] == "gloo":

@@ -275,7 +275,10 @@ def finish(case: Case, m, extras: dict) -> None:
     elif p["strategy"] == "fsdp":
         m.info["exposed_comm"] = ("not measured for FSDP: its all-gathers cannot be skipped (see the "
                                   "all-gather and reduce-scatter bandwidth)")
-    m.metrics.update(extras.get("ddp") or {})
+    if extras.get("ddp"):
+        m.metrics.update(extras["ddp"])
+        m.info["ddp_logging"] = ("DDP's own sampled timings of backward (DistributedDataParallel."
+                                 "_get_ddp_logging_data: avg backward compute, comm and their overlap), rank 0")
 
 
 def prepare(case: Case, device: torch.device) -> Step:
