@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import units
 from .model_report import NO_TOKENS_DEFINITION
-from .parallel_report import peak_per_rank
+from .parallel_report import memory_per_rank
 from .scaling import fit_series, ran
 from .schema import Record, RunResult
 from .select import latest
@@ -295,8 +295,11 @@ def _scaling_caption(recs: list[Record]) -> str:
         + ("; ".join(definitions) if definitions else "metrics.scaling_efficiency")
         + f". Error bars: its {level} CI (metrics.scaling_efficiency_ci_rel, relative). The dashed line at 1 is "
         "linear scaling; the baseline itself (efficiency 1 by definition) is not plotted there.",
-        f"Right: peak memory per rank vs {name}, log-log: the highest of the ranks' own peaks (record.ranks, "
-        f"never summed), measured above the memory in use before a step{_methods(recs)}.",
+        (f"Right: memory per rank vs {name}, log-log: the highest rank's state (weights and AdamW moments it "
+         f"holds, local shards under FSDP) plus its step's peak above it (record.ranks, never summed){_methods(recs)}."
+         if all(memory_per_rank(r)[1] == "memory/rank" for r in _timed(recs)) else
+         f"Right: peak memory per rank vs {name}, log-log: the highest of the ranks' own peaks (record.ranks, "
+         f"never summed), measured above the memory in use before a step{_methods(recs)}."),
         *(f"Tokens: {d}" for d in _definitions(recs, "tokens_definition")),
     ]
     bare = [f"{r.variant} at {name}={units.fmt_size(r.size)}" for r in _timed(recs)
@@ -866,7 +869,7 @@ def _efficiency_points(recs: list[Record]) -> list[tuple[float, float, float, fl
 
 
 def _rank_memory_points(recs: list[Record]) -> list[tuple[float, float]]:
-    return sorted((float(r.size), p) for r in _timed(recs) if (p := _pos(peak_per_rank(r))) is not None)
+    return sorted((float(r.size), p) for r in _timed(recs) if (p := _pos(memory_per_rank(r)[0])) is not None)
 
 
 def _build_scaling_efficiency(run: RunResult, spec: FigureSpec) -> Figure:
@@ -898,8 +901,10 @@ def _build_scaling_efficiency(run: RunResult, spec: FigureSpec) -> Figure:
     name = recs[0].size_name
     ax_e.set(xlabel=name, ylabel="scaling efficiency")
     _title(ax_e, "scaling efficiency (± CI)")
-    ax_m.set(xlabel=name, ylabel="peak memory per rank (bytes)")
-    _title(ax_m, "peak memory per rank")
+    what = "memory per rank" if all(memory_per_rank(r)[1] == "memory/rank" for r in _timed(recs)) else \
+        "peak memory per rank"
+    ax_m.set(xlabel=name, ylabel=f"{what} (bytes)")
+    _title(ax_m, what)
     entries = _variant_entries(looks, shown) + [("linear scaling (1)", IDEAL)]
     _place(fig, [ax_e, ax_m], entries)
     return fig

@@ -75,6 +75,15 @@ def peak_per_rank(r: Record) -> float | None:
     return peak
 
 
+def memory_per_rank(r: Record) -> tuple[float | None, str]:
+    """(bytes, what): the rank's state + the step's peak above it where the record counts the state
+    (metrics.mem_per_rank_bytes: what FSDP shards shows here), else the peak above the baseline alone."""
+    total = _num(r.metrics.get("mem_per_rank_bytes"))
+    if total is not None:
+        return total, "memory/rank"
+    return peak_per_rank(r), "peak mem/rank"
+
+
 def exposed_comm_half_frac(r: Record) -> float | None:
     """The 95% CI half-width of exposed_comm_frac, in units of the step (exposed_comm_ci_s /
     median step time); None where the record carries no exposed_comm_ci_s."""
@@ -129,7 +138,9 @@ def strategy_cell(r: Record | None, by_case: dict[str, Record]) -> Cell:
         Cell(_num(m.get("tokens_per_s_per_rank")), "tok/s", ci_rel=t.ci_rel, ci_level=t.ci_level, label="per rank "),
         _efficiency_cell(r, by_case),
         _exposed_cell(r),
-        Cell(peak_per_rank(r), "B", label="peak mem/rank "),
+        Cell(memory_per_rank(r)[0], "B", label=f"{memory_per_rank(r)[1]} "),
+        *([Cell(_num(m.get("state_bytes_per_rank")), "B", label="state/rank ")]
+          if m.get("state_bytes_per_rank") is not None else []),
         Cell(_num(m.get("comm_bytes_per_rank_per_step")), "B", label="comm/rank/step "),
     )
     return Cell(
@@ -176,6 +187,7 @@ def _parallel_notes(recs: list[Record], hints: dict[str, str] | None) -> list[st
         "measured in a separate pass above the memory in use before a step"
         + (f" ({', '.join(methods)})" if methods else "")
     )
+    notes += _distinct([r for r in ok if r.metrics.get("mem_per_rank_bytes") is not None], "memory_per_rank")
     notes += _per_variant(ok, "wrapper", "runs as")
     backends = sorted({str(r.info.get("backend") or r.params.get("backend")) for r in ok
                        if r.info.get("backend") or r.params.get("backend")})

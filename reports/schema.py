@@ -103,6 +103,9 @@ class RankStats(BaseModel):
         None, description="this rank's peak in the memory pass (never summed over ranks)"
     )
     memory_method: str | None = None
+    state_bytes: int | None = Field(
+        None, description="weights and optimizer state this rank holds between steps (its local shards), counted"
+    )
 
 
 class Record(BaseModel):

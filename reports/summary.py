@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .parallel_report import BASELINE, MESSAGE_BYTES, WORLD_SIZE, exposed_comm_half_frac, peak_per_rank
+from .parallel_report import BASELINE, MESSAGE_BYTES, WORLD_SIZE, exposed_comm_half_frac, memory_per_rank
 from .scaling import exponent, fit_series, ran, series
 from .schema import Record, RunResult
 from .select import latest
@@ -209,11 +209,13 @@ def _overhead_finding(label: str, alone: list[Record], base: Record | None) -> F
 
 def _memory_finding(label: str, at: list[Record]) -> Finding | None:
     """Peak memory per rank of each strategy at one world size; FSDP's against DDP's where both ran."""
-    peaks = {r.variant: p for r in at if (p := peak_per_rank(r)) is not None}
+    peaks = {r.variant: p for r in at if (p := memory_per_rank(r)[0]) is not None}
     if len(peaks) < 2:
         return None
     n, name = at[0].size, at[0].size_name
-    text = (f"{label}: peak memory per rank at {fmt_size(n)} {name} (the highest rank's, never summed): "
+    what = ("memory per rank (state + the step's peak above it)" if all(memory_per_rank(r)[1] == "memory/rank"
+            for r in at) else "peak memory per rank")
+    text = (f"{label}: {what} at {fmt_size(n)} {name} (the highest rank's, never summed): "
             + ", ".join(f"{v} {fmt_bytes(p)}" for v, p in peaks.items()))
     if peaks.get(SHARDED) and peaks.get(REPLICATED):
         text += f"; {SHARDED}/{REPLICATED} = {peaks[SHARDED] / peaks[REPLICATED]:.2f}x"

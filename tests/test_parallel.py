@@ -91,6 +91,21 @@ def test_sweep_measures_every_strategy_at_each_world_size(sweep):
     assert "exposed_comm" in recs[("fsdp", 2)]["info"] and "exposed_comm_s" not in recs[("fsdp", 2)]["metrics"]
 
 
+def test_fsdp_shards_the_state_each_rank_holds(sweep):
+    """What FSDP saves is the state between steps: weights and AdamW moments, counted per rank."""
+    _, out = sweep
+    recs = {(r["variant"], r["size"]): r for r in records(out) if r["workload"] == "parallel"}
+    n_params = recs[("ddp", 2)]["info"]["n_params"]
+    for key in [("single", 1), ("ddp", 1), ("ddp", 2), ("fsdp", 1)]:
+        assert recs[key]["metrics"]["state_bytes_per_rank"] == 12 * n_params  # fp32 weight + 2 moments, whole
+    fsdp = recs[("fsdp", 2)]
+    shards = [x["state_bytes"] for x in fsdp["ranks"]]
+    assert sum(shards) >= 12 * n_params and max(shards) < 0.6 * 12 * n_params  # half each (+ padding)
+    for r in recs.values():
+        m = r["metrics"]
+        assert m["mem_per_rank_bytes"] == max(x["state_bytes"] + x["peak_mem_bytes"] for x in r["ranks"])
+
+
 def test_ranks_take_the_same_windows(sweep):
     """The stop decision is collective: every rank ran exactly the case's windows."""
     _, out = sweep
@@ -124,6 +139,7 @@ def test_header_and_report_render(sweep):
     rep = run_cli("report", str(out), "--markdown", "-")
     assert rep.returncode == 0, rep.stderr
     assert "ddp" in rep.stdout and "all\\_reduce" in rep.stdout  # Markdown escapes the underscore
+    assert "memory/rank" in rep.stdout and "state/rank" in rep.stdout
 
 
 @pytest.mark.parametrize("kind,words", [("raise", "injected failure"), ("kill", "SIGKILL")])

@@ -173,6 +173,7 @@ def _measure_rank(case: Case, job: Job, group: RankGroup, device: torch.device, 
         extra: dict[str, Any] = {}
         if model is not None and hasattr(module, "ddp_logging"):
             extra = module.ddp_logging(model)
+        state = module.state_bytes(model) if model is not None and hasattr(module, "state_bytes") else None
         m_nosync = None
         if nosync is not None:
             group.mark(f"{where}: timing under no_sync")
@@ -186,6 +187,7 @@ def _measure_rank(case: Case, job: Job, group: RankGroup, device: torch.device, 
         "rank": group.rank, "host": socket.gethostname(), "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
         "device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
         "measurement": m.model_dump(), "nosync": m_nosync.model_dump() if m_nosync else None, "extra": extra,
+        "state_bytes": state,
     }
 
 
@@ -270,7 +272,7 @@ def combine(case: Case, every: list[dict]) -> dict:
             "rank": r["rank"], "host": r["host"], "local_rank": r["local_rank"], "device": r["device"],
             "threads": r["threads"], "median_s": _median(own), "samples_s": own,
             "peak_mem_bytes": m.memory.peak_bytes if m.memory else None,
-            "memory_method": m.memory.method if m.memory else None,
+            "memory_method": m.memory.method if m.memory else None, "state_bytes": r.get("state_bytes"),
         })
     first.info.pop("rank_samples_s", None)
     peaks = [(x["peak_mem_bytes"], i) for i, x in enumerate(ranks) if x["peak_mem_bytes"] is not None]
@@ -280,6 +282,11 @@ def combine(case: Case, every: list[dict]) -> dict:
         first.memory = MemoryStats(**{**mem.model_dump(), "note": f"rank {ranks[top]['rank']}: the highest peak "
                                       f"of {len(ranks)} ranks (per rank, never summed)"})
         first.metrics["peak_mem_bytes"] = mem.peak_bytes
+    states = [x["state_bytes"] for x in ranks if x["state_bytes"] is not None]
+    if states:
+        first.metrics["state_bytes_per_rank"] = max(states)
+        if all(x["peak_mem_bytes"] is not None for x in ranks):
+            first.metrics["mem_per_rank_bytes"] = max(x["state_bytes"] + x["peak_mem_bytes"] for x in ranks)
     medians = [x["median_s"] for x in ranks if x["median_s"]]
     n = len(every)
     first.metrics["world_size"] = n

@@ -218,6 +218,22 @@ def prepare_rank(case: Case, device: torch.device, rank: int) -> RankStep:
     return RankStep(step, nosync, module)
 
 
+STATE_DEFINITION = (
+    "state/rank: the bytes this rank keeps between steps, counted from its own tensors: weights and AdamW's two "
+    "moments, each the size of the rank's parameters (its local shards under FSDP), 3 · 4 B per element; "
+    "memory/rank = state + the step's peak above it (gradients, activations, communication buffers)"
+)
+
+
+def state_bytes(module) -> int:
+    """Weights + AdamW's two moments this rank holds (STATE_DEFINITION), from its local tensors."""
+    total = 0
+    for p in module.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p  # FSDP2: a DTensor's shard on this rank
+        total += local.numel() * local.element_size()
+    return 3 * total
+
+
 def comm_bytes_per_rank(strategy: str, n_params: int, world_size: int) -> float:
     """Bytes each rank sends per step in a ring (COMM_FORMULAS); 0 alone or without a wrapper."""
     if strategy == "single" or world_size == 1:
@@ -259,6 +275,8 @@ def finish(case: Case, m, extras: dict) -> None:
     for key in ("work_flops_per_call", "flops_counted_per_call"):  # per rank -> the job's, as flops_per_call
         if m.metrics.get(key) is not None:
             m.metrics[key] = m.metrics[key] * n
+    if m.metrics.get("state_bytes_per_rank") is not None:
+        m.info["memory_per_rank"] = STATE_DEFINITION
     m.info.update(tokens_definition=TOKENS_DEFINITION, world_size=n, scaling=p["scaling"],
                   batch_per_rank=p["batch"], global_batch=p["global_batch"], backend=p["backend"])
     if p["strategy"] in COMM_FORMULAS:
