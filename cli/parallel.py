@@ -69,7 +69,7 @@ def parallel(
     rdzv_endpoint: str | None = typer.Option(
         None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous, for --print-launch [default: this host:29500]."
     ),
-    fault: str | None = typer.Option(None, "--fault", hidden=True, help="RANK:raise|kill|hang (tests)."),
+    fault: str | None = typer.Option(None, "--fault", hidden=True, help="RANK:raise|kill|hang|oom (tests)."),
     shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Data-parallel (DDP, FSDP) versus one device: tokens/s, scaling efficiency, comm, memory per rank."""

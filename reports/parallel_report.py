@@ -107,13 +107,21 @@ def _efficiency_cell(r: Record, by_case: dict[str, Record]) -> Cell:
                 label="efficiency ")
 
 
+def _points(half: float | None, r: Record) -> str:
+    """' ±x pp' of the step, with the CI's level where it is below 95% (few samples)."""
+    if half is None:
+        return ""
+    level = min(r.time.ci_level, 0.95)
+    return f" ±{100 * half:.1f} pp" + (f" ({level:.0%} CI)" if level < 0.95 else "")
+
+
 def _exposed_cell(r: Record) -> Cell:
     frac = _num(r.metrics.get("exposed_comm_frac"))
     if frac is not None:
         half = exposed_comm_half_frac(r)
         negative = frac < 0
         return Cell(
-            frac, "%", label="exposed comm ", suffix=f" ±{100 * half:.1f} pp" if half is not None else "",
+            frac, "%", label="exposed comm ", suffix=_points(half, r),
             status="dim" if negative else None,
             note="below 0: the step without gradient sync took longer; nothing measurable is exposed"
             if negative else None,

@@ -142,8 +142,10 @@ def test_header_and_report_render(sweep):
     assert "memory/rank" in rep.stdout and "state/rank" in rep.stdout
 
 
-@pytest.mark.parametrize("kind,words", [("raise", "injected failure"), ("kill", "SIGKILL")])
-def test_a_failing_rank_ends_the_case_and_leaves_nothing(tmp_path, kind, words):
+@pytest.mark.parametrize("kind,words,status", [
+    ("raise", "injected failure", "error"), ("kill", "SIGKILL", "error"), ("oom", "MemoryError", "oom"),
+])
+def test_a_failing_rank_ends_the_case_and_leaves_nothing(tmp_path, kind, words, status):
     tag = uuid.uuid4().hex
     t0 = time.monotonic()
     res = run_cli("parallel", "--strategy", "ddp", "--world-sizes", "2", "--collectives", "none", "--fault",
@@ -152,7 +154,7 @@ def test_a_failing_rank_ends_the_case_and_leaves_nothing(tmp_path, kind, words):
     assert res.returncode == 3, res.stdout + res.stderr
     assert elapsed < 60
     (rec,) = records(tmp_path / "run")
-    assert rec["status"] == "error"
+    assert rec["status"] == status  # a rank out of memory is an `oom` record, as in one process
     assert rec["reason"].startswith("rank 1: ") and words in rec["reason"]
     assert "Traceback" not in res.stdout + res.stderr
     assert wait_gone(tag) == []

@@ -42,6 +42,7 @@ from ..profilers.collective import RankGroup, lagging_ranks
 from ..profilers.contention import usable_cores
 from ..profilers.cpu import fix_malloc_policy
 from ..profilers.measure import MeasureOptions, measure
+from ..profilers.memory import is_oom
 from ..profilers.timer import TimerPolicy
 from ..reports.schema import Measurement, MemoryStats, Record
 from . import get_workload
@@ -53,7 +54,7 @@ RENDEZVOUS_TIMEOUT_S = 60
 SHUTDOWN_TIMEOUT_S = 5
 # Default process-group timeout on CPU: a hung rank ends the case after this long.
 PG_TIMEOUT_S = 60.0
-FAULT_KINDS = ("raise", "kill", "hang")
+FAULT_KINDS = ("raise", "kill", "hang", "oom")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class Job:
 
 class LaunchFailed(Exception):
     """A launched job failed; the message names the rank and its error."""
+
+
+class RankOutOfMemory(Exception):
+    """Raised by a rank whose allocator ran out of memory (profilers.memory.is_oom), so the parent,
+    which sees only the rank's message, records the case as `oom` and skips the series' larger sizes."""
 
 
 def threads_per_rank(local_ranks: int) -> int:
@@ -148,6 +154,8 @@ def _inject(step, fault: Fault | None, rank: int) -> None:
         if calls[0] == fault.after:
             if fault.kind == "raise":
                 raise RuntimeError(f"injected failure (--fault {fault.rank}:raise)")
+            if fault.kind == "oom":
+                raise MemoryError(f"injected out-of-memory (--fault {fault.rank}:oom)")
             if fault.kind == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if fault.kind == "hang":
@@ -197,7 +205,11 @@ def run_case_as_rank(case: Case, job: Job, group: RankGroup, device: torch.devic
         mine = _measure_rank(case, job, group, device, index)
     except SkipCase as e:  # every rank skips alike (the reason depends on the case, not the rank)
         return {"status": "skipped", "reason": str(e)} if group.rank == 0 else None
-    except RuntimeError as e:
+    except Exception as e:
+        if is_oom(e):
+            raise RankOutOfMemory(f"{type(e).__name__}: {_first_line(e)}") from e
+        if not isinstance(e, RuntimeError):
+            raise
         if "timed out" in str(e).lower() or "timeout" in str(e).lower():
             raise RuntimeError(f"a collective timed out after {job.pg_timeout_s:g} s "
                                f"({_clean(_first_line(e))}); {_progress_text(group.rank)}") from e
@@ -430,7 +442,8 @@ class RankedExecutor:
 
         payload = self._payload(case)
         if payload["status"] != "ok":
-            return case_record(case, payload["status"], payload["reason"]), False
+            oom = payload["status"] == "error" and f"{RankOutOfMemory.__name__}: " in (payload["reason"] or "")
+            return case_record(case, "oom" if oom else payload["status"], payload["reason"]), oom
         rec = case_record(case, "ok", m=Measurement.model_validate(payload["measurement"]), ranks=payload["ranks"])
         rec.info["launcher"] = self.launcher
         self.keep_baseline(rec)
