@@ -90,8 +90,10 @@ def parallel(
         from ..workloads.launch_lines import launch_lines
 
         argv = strip_launch_options(sys.argv[sys.argv.index("parallel") + 1:] if "parallel" in sys.argv else [])
+        device = shared.device.strip().lower()
+        cuda = True if device.startswith("cuda") else False if device == "cpu" else None
         typer.echo(launch_lines(argv, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=node_rank,
-                                rdzv_endpoint=rdzv_endpoint))
+                                rdzv_endpoint=rdzv_endpoint, cuda=cuda))
         return ExitStatus.OK
     custom = _custom(layers, d_model, heads, vocab)
     from ..workloads.gpt import PRESETS

@@ -159,6 +159,8 @@ def strategy_cell(r: Record | None, by_case: dict[str, Record]) -> Cell:
 
 def _parallel_notes(recs: list[Record], hints: dict[str, str] | None) -> list[str]:
     ok = [r for r in recs if _ran(r)]
+    if not ok:  # nothing measured: only what happened to each case
+        return [f"{r.variant} at {r.size_name}={r.size}: {r.status}: {r.reason}" for r in recs if r.reason]
     notes = [*synthetic_notes(recs), *(_distinct(ok, "tokens_definition") or [NO_TOKENS_DEFINITION])]
     notes.append(
         "global: the job's tokens/s, per rank: one rank's tokens / the same step time; both ± the step time's "

@@ -220,7 +220,7 @@ def test_print_launch_for_two_nodes_of_eight():
         assert line.startswith("torchrun --nnodes 2 --nproc-per-node 8 --node-rank " + str(rank))
         assert "--rdzv-backend c10d --rdzv-endpoint node0:29500" in line and "--max-restarts 0" in line
         assert line.endswith("-m xfbench parallel --presets 124M --strategy ddp,fsdp --device cuda")
-    assert lines[2].startswith("srun --nodes 2 --ntasks-per-node 1") and "torchrun --nnodes 2" in lines[2]
+    assert lines[2].startswith("srun --nodes 2 --ntasks-per-node 1 --gpus-per-node 8 torchrun --nnodes 2")
     assert "--print-launch" not in res.stdout and "--nnodes 2 --nproc-per-node 8" in lines[2]
 
 

@@ -72,6 +72,11 @@ def launch_group(case: Case) -> tuple:
     return (NAME, p["world_size"], p["backend"])
 
 
+def _api(new: str, old: str):
+    """torch 2.13 renamed the tensor collectives (*_single) and deprecated the old names."""
+    return getattr(dist, new, None) or getattr(dist, old)
+
+
 def prepare_rank(case: Case, device: torch.device, rank: int) -> Step:
     p = case.params
     op, nbytes, n = p["op"], p["message_bytes"], p["world_size"]
@@ -83,15 +88,16 @@ def prepare_rank(case: Case, device: torch.device, rank: int) -> Step:
     elif op == "all_gather":
         inp = torch.zeros(elems // n, dtype=ELEMENT, device=device)
         outp = torch.empty(elems, dtype=ELEMENT, device=device)
-        fn, args = dist.all_gather_into_tensor, (outp, inp)
+        fn, args = _api("all_gather_single", "all_gather_into_tensor"), (outp, inp)
     elif op == "reduce_scatter":
         inp = torch.zeros(elems, dtype=ELEMENT, device=device)
         outp = torch.empty(elems // n, dtype=ELEMENT, device=device)
-        fn, args = dist.reduce_scatter_tensor, (outp, inp)
+        fn, args = _api("reduce_scatter_single", "reduce_scatter_tensor"), (outp, inp)
     else:
         raise ValueError(f"unknown collective '{op}'")
     info = {
-        "op": op, "message_bytes": nbytes, "busbw_factor": BUSBW_FACTORS[op],
+        "op": op, "call": f"torch.distributed.{getattr(fn, '__name__', op)}", "message_bytes": nbytes,
+        "busbw_factor": BUSBW_FACTORS[op],
         "bandwidth_convention": "nccl-tests: algbw = bytes / time, busbw = algbw · factor",
         "message_definition": MESSAGE_DEFINITION,
         "backend": p["backend"],

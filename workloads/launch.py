@@ -381,7 +381,11 @@ def failure_text(e, elapsed_s: float, nproc: int) -> str:
             head = f"rank {', '.join(map(str, silent))} stopped answering (hung); "
     parts = [f"rank {rank}: {reasons[rank]}" for rank, _ in failures[:2]]
     more = f" (and {len(failures) - 2} more)" if len(failures) > 2 else ""
-    return f"{head}{'; '.join(parts)}{more}; the job ended after {elapsed_s:.1f} s"
+    # ProcessFailure.timestamp is whole seconds: 'within 1 s' is as precise as it gets
+    after = max(0.0, time.time() - failures[0][1].timestamp)
+    when = "within 1 s" if after < 1.5 else f"{after:.0f} s"
+    return (f"{head}{'; '.join(parts)}{more}; the job ended {when} after the first failure "
+            f"({elapsed_s:.1f} s after the launch)")
 
 
 def _failure_reason(f) -> str:

@@ -23,27 +23,32 @@ def _torchrun(nnodes: int, nproc: int, endpoint: str, run_id: str, node_rank: st
 
 def launch_lines(
     argv: list[str], *, nnodes: int = 1, nproc_per_node: int | None = None, node_rank: int | None = None,
-    rdzv_endpoint: str | None = None, gpus: int | None = None,
+    rdzv_endpoint: str | None = None, gpus: int | None = None, cuda: bool | None = None,
 ) -> str:
     """The torchrun command for each node (or only `node_rank`'s) and one srun line, with the
     user's measurement options `argv` appended. The job's world size is nnodes · nproc_per_node;
-    it measures `single` (rank 0 alone) and every strategy at that size."""
+    it measures `single` (rank 0 alone) and every strategy at that size. `cuda` (the --device asked
+    for; None: whether this host has GPUs) adds one GPU per rank to the srun line."""
     if gpus is None:
         gpus = _gpu_count()
     nproc = nproc_per_node or (gpus or 2)
-    endpoint = rdzv_endpoint or f"{socket.getfqdn()}:{RDZV_PORT}"
+    if cuda is None:
+        cuda = gpus > 0
+    # This host by name (getfqdn may resolve to 'localhost', which other nodes cannot reach).
+    endpoint = rdzv_endpoint or f"{socket.gethostname()}:{RDZV_PORT}"
     run_id = "xfbench-parallel"
     tail = [shlex.quote(a) for a in argv]
     world = nnodes * nproc
     lines = [f"# {nnodes} node(s) x {nproc} rank(s) = world size {world}; rendezvous at {endpoint} "
-             f"(c10d, on the node that hosts it); run one command on each node:"]
+             f"(c10d, hosted by node 0{'' if rdzv_endpoint else ': this host; --rdzv-endpoint names another'}); "
+             "run one command on each node:"]
     nodes = [node_rank] if node_rank is not None else list(range(nnodes))
     for r in nodes:
         lines.append(f"# node {r}:")
         lines.append(" ".join(_torchrun(nnodes, nproc, endpoint, run_id, str(r)) + tail))
     head = '"$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
     srun = ["srun", "--nodes", str(nnodes), "--ntasks-per-node", "1"]
-    if gpus:
+    if cuda:
         srun += ["--gpus-per-node", str(nproc)]
     slurm = _torchrun(nnodes, nproc, f"{head}:{RDZV_PORT}", '"$SLURM_JOB_ID"', None)
     lines.append("# SLURM (one task per node; torchrun starts its ranks; inside an sbatch allocation):")
