@@ -30,18 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from xfbench.workloads.gpt import GPT, PRESETS, GPTConfig
-from xfbench.workloads.model_steps import LEARNING_RATE, WEIGHT_DECAY
-
-
-def adamw(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, str]:
-    """AdamW as xfbench's make_optimizer builds it: fused where torch has the kernel, else foreach."""
-    params = list(model.parameters())
-    try:
-        opt = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, fused=True)
-        return opt, "adamw fused"
-    except (RuntimeError, ValueError):
-        opt = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY, foreach=True)
-        return opt, "adamw foreach"
+from xfbench.workloads.model_steps import make_optimizer
 
 
 def main() -> None:
@@ -66,7 +55,7 @@ def main() -> None:
     cfg = GPTConfig(**{**shape, "block_size": max(shape["block_size"], t)})
     torch.manual_seed(0)
     model = DDP(GPT(cfg)).train()
-    opt, opt_path = adamw(model)
+    opt, opt_path = make_optimizer(model, torch.device("cpu"))  # the same AdamW as xfbench's step
     gen = torch.Generator().manual_seed(1 + rank)
     x, y = (torch.randint(cfg.vocab_size, (args.batch, t), generator=gen) for _ in range(2))
 

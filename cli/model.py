@@ -23,6 +23,22 @@ def parse_presets(text: str, names: list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(canonical[p.lower()] for p in picked))
 
 
+def custom_model(layers: int | None, d_model: int | None, heads: int | None, vocab: int | None) -> dict | None:
+    """The custom model's shape from --layers/--d-model/--heads/--vocab (None: no custom model);
+    BadInput when only some of them are given."""
+    from ..reports.errors import BadInput
+
+    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
+    if all(v is None for v in shape.values()) and vocab is None:
+        return None
+    missing = [k for k, v in shape.items() if v is None]
+    if missing:
+        raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
+    from ..workloads.gpt import GPT2_VOCAB
+
+    return dict(n_layer=layers, n_head=heads, n_embd=d_model, vocab_size=vocab or GPT2_VOCAB)
+
+
 @sweep_command
 def model(
     presets: str | None = typer.Option(
@@ -67,23 +83,16 @@ def model(
     conv = parse_choices(flop_convention, ("full", "causal"), "--flop-convention")
     if len(conv) != 1:
         raise BadInput("--flop-convention: give one of full, causal")
-    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
-    custom = None
-    if any(v is not None for v in shape.values()) or vocab is not None:
-        missing = [k for k, v in shape.items() if v is None]
-        if missing:
-            raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
+    custom = custom_model(layers, d_model, heads, vocab)
 
     from ..profilers.device import resolve_device
     from ..reports.model_report import model_tables
     from ..reports.planner import preset_plans
     from ..reports.select import latest
-    from ..workloads.gpt import GPT2_VOCAB, PRESETS
+    from ..workloads.gpt import PRESETS
     from ..workloads.model import ModelConfig, cases
     from .sweep import run_sweep
 
-    if layers is not None:
-        custom = dict(n_layer=layers, n_head=heads, n_embd=d_model, vocab_size=vocab or GPT2_VOCAB)
     # --presets as given; without it the tiny presets, or only the custom model when there is one.
     if presets is None:
         names = [] if custom else parse_presets(DEFAULT_PRESETS, list(PRESETS))

@@ -76,7 +76,7 @@ def parallel(
     import sys
 
     from ..reports.errors import BadInput
-    from .model import parse_presets
+    from .model import custom_model, parse_presets
     from .parse import parse_bytes, parse_choices, parse_int_sweep
 
     strategies = parse_choices(strategy, STRATEGY_CHOICES, "--strategy")
@@ -95,7 +95,7 @@ def parallel(
         typer.echo(launch_lines(argv, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=node_rank,
                                 rdzv_endpoint=rdzv_endpoint, cuda=cuda))
         return ExitStatus.OK
-    custom = _custom(layers, d_model, heads, vocab)
+    custom = custom_model(layers, d_model, heads, vocab)
     from ..workloads.gpt import PRESETS
 
     names = parse_presets(presets or "1M", list(PRESETS)) if presets is not None or custom is None else []
@@ -217,20 +217,6 @@ def strip_launch_options(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
-
-
-def _custom(layers, d_model, heads, vocab) -> dict | None:
-    from ..reports.errors import BadInput
-
-    shape = {"--layers": layers, "--d-model": d_model, "--heads": heads}
-    if all(v is None for v in shape.values()) and vocab is None:
-        return None
-    missing = [k for k, v in shape.items() if v is None]
-    if missing:
-        raise BadInput(f"a custom model needs --layers, --d-model and --heads (missing {', '.join(missing)})")
-    from ..workloads.gpt import GPT2_VOCAB
-
-    return dict(n_layer=layers, n_head=heads, n_embd=d_model, vocab_size=vocab or GPT2_VOCAB)
 
 
 def _fault(text: str | None):

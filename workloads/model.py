@@ -55,20 +55,25 @@ def resolve_models(cfg: ModelConfig) -> list[tuple[str, GPTConfig, int]]:
 
     if cfg.flop_convention not in CONVENTIONS:
         raise ValueError(f"unknown FLOP convention '{cfg.flop_convention}' (choose from {', '.join(CONVENTIONS)})")
-    shapes = {}
-    for name in cfg.presets:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
-        shapes[name] = PRESETS[name]
-    if cfg.custom:
-        shapes[CUSTOM] = {**cfg.custom, "block_size": CUSTOM_SEQ_LEN}
     out = []
-    for name, shape in shapes.items():
+    for name, shape in model_shapes(cfg.presets, cfg.custom).items():
         t, p, m = lengths(cfg, shape["block_size"])
         gc = GPTConfig(**{**shape, "block_size": max(shape["block_size"], t, p + m)})
         gc.check()
         out.append((name, gc, param_count(gc)))
     return sorted(out, key=lambda x: x[2])
+
+
+def model_shapes(presets: list[str], custom: dict | None) -> dict[str, dict]:
+    """Name -> GPT shape (PRESETS' entries, and the custom model at its default context)."""
+    shapes = {}
+    for name in presets:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+        shapes[name] = PRESETS[name]
+    if custom:
+        shapes[CUSTOM] = {**custom, "block_size": CUSTOM_SEQ_LEN}
+    return shapes
 
 
 def lengths(cfg: ModelConfig, context: int) -> tuple[int, int, int]:

@@ -21,12 +21,11 @@ import torch
 from ..profilers.device import DTYPES, resolve_dtype
 from .base import Case, SkipCase, Step, make_params
 from .gpt import GPT, PRESETS, GPTConfig
+from .model import CUSTOM_SEQ_LEN, model_shapes
 
 NAME = "parallel"
 STRATEGIES = ("single", "ddp", "fsdp")
 SCALINGS = ("weak", "strong")
-CUSTOM = "custom"
-CUSTOM_SEQ_LEN = 256
 DDP_BUCKET_MB = 25  # DistributedDataParallel's default bucket_cap_mb
 GRAD_BYTES = 4  # gradients are fp32: weights stay fp32 (16-bit dtypes run under autocast)
 COMM_FORMULAS = {
@@ -64,15 +63,8 @@ def backend_for(device: torch.device) -> str:
 
 
 def models(cfg: ParallelConfig) -> list[tuple[str, GPTConfig]]:
-    shapes = {}
-    for name in cfg.presets:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
-        shapes[name] = PRESETS[name]
-    if cfg.custom:
-        shapes[CUSTOM] = {**cfg.custom, "block_size": CUSTOM_SEQ_LEN}
     out = []
-    for name, shape in shapes.items():
+    for name, shape in model_shapes(cfg.presets, cfg.custom).items():
         t = cfg.seq_len or shape["block_size"]
         gc = GPTConfig(**{**shape, "block_size": max(shape["block_size"], t)})
         gc.check()
