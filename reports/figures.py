@@ -513,6 +513,20 @@ def _log_limits(lo: float, hi: float, min_factor: float, right: float = 0.0) -> 
     return 10 ** (a - 0.06 * span), 10 ** (b + (0.06 + right) * span)
 
 
+BYTE_TICKS_MAX = 5  # a bytes axis gets at most this many ticks: wider labels ('256 KiB') collide beyond
+
+
+def _byte_ticks(lo: float, hi: float) -> list[float]:
+    """Powers of two inside [lo, hi], every 2^k with k a multiple of the smallest stride (1, 2, 5
+    or 10: 1 KiB, 32 KiB, 1 MiB, ...) that leaves at most BYTE_TICKS_MAX of them."""
+    first, last = math.ceil(math.log2(lo) - 1e-9), math.floor(math.log2(hi) + 1e-9)
+    for stride in (1, 2, 5, 10, 20):
+        exps = [k for k in range(first, last + 1) if k % stride == 0]
+        if len(exps) <= BYTE_TICKS_MAX:
+            return [2.0**k for k in exps] or [2.0**first]
+    return [2.0**k for k in range(first, last + 1) if k % 30 == 0] or [2.0**first]
+
+
 def _ticks(axis: Axis, unit: str, at: Sequence[float] = ()) -> None:
     """Ticks in display units (reports.units), never '1e-3' or mathtext; no minor ticks.
 
@@ -531,7 +545,7 @@ def _ticks(axis: Axis, unit: str, at: Sequence[float] = ()) -> None:
     elif axis.get_scale() != "log":
         locator = ticker.MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
     elif unit == "B":
-        locator = ticker.LogLocator(base=2, numticks=8)
+        locator = ticker.FixedLocator(_byte_ticks(lo, hi))
     else:
         decades = math.floor(math.log10(hi)) - math.ceil(math.log10(lo)) + 1  # powers of ten in view
         narrow = decades < 3

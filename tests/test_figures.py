@@ -351,3 +351,14 @@ def test_every_way_of_drawing_many_figures_gives_the_same_bytes(monkeypatch):
         proc.join()
     again = figures.render_many(run, jobs)
     assert again.where == "workers" and again.result() == here
+
+
+def test_byte_ticks_are_few_powers_of_two():
+    """A bytes axis over many decades gets at most five ticks (the labels never collide)."""
+    from xfbench.reports.figures import BYTE_TICKS_MAX, _byte_ticks
+
+    assert _byte_ticks(512, 2**28) == [2.0**10, 2.0**15, 2.0**20, 2.0**25]  # 1 KiB, 32 KiB, 1 MiB, 32 MiB
+    assert _byte_ticks(1e6, 8.5e6) == [2.0**20, 2.0**21, 2.0**22, 2.0**23]
+    for lo, hi in [(1, 2**60), (3, 5), (1e3, 1e12)]:
+        ticks = _byte_ticks(lo, hi)
+        assert 1 <= len(ticks) <= BYTE_TICKS_MAX
