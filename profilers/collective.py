@@ -78,7 +78,6 @@ class RankGroup:
         # Collectives of small control tensors: on the GPU for NCCL, on the CPU for gloo.
         nccl = self.backend == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-        self.clocks: list[GatheredClock] = []
         self.phase = "starting"
         self.decisions = 0  # timer decisions taken so far (the progress marks count them)
 
@@ -107,9 +106,7 @@ class RankGroup:
         return [float(t.item()) for t in out]
 
     def clock(self, base: Clock) -> GatheredClock:
-        c = GatheredClock(base, self)
-        self.clocks.append(c)
-        return c
+        return GatheredClock(base, self)
 
     def gather_object(self, obj: object) -> list | None:
         """Every rank's `obj` on rank 0 (None elsewhere)."""

@@ -88,7 +88,6 @@ class Job:
     threads: int | None = None
     fault: Fault | None = None
     single_host: bool = True
-    env: dict[str, str] = field(default_factory=dict)
 
 
 class LaunchFailed(Exception):
@@ -193,7 +192,7 @@ def _measure_rank(case: Case, job: Job, group: RankGroup, device: torch.device, 
             nosync.close()
     return {
         "rank": group.rank, "host": socket.gethostname(), "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
-        "device": str(device), "threads": torch.get_num_threads(), "pid": os.getpid(),
+        "device": str(device), "threads": torch.get_num_threads(),
         "measurement": m.model_dump(), "nosync": m_nosync.model_dump() if m_nosync else None, "extra": extra,
         "state_bytes": state,
     }
@@ -249,7 +248,6 @@ def rank_main(job: Job) -> list[dict] | None:
 
 
 def _rank_main(job: Job) -> list[dict] | None:
-    os.environ.update(job.env)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     torch.set_num_threads(job.threads or threads_per_rank(local_ranks))
@@ -426,6 +424,9 @@ class RankedExecutor:
     launcher = "torch.distributed.launcher.api.elastic_launch (c10d rendezvous on localhost:0, max_restarts=0)"
 
     def __post_init__(self):
+        from .runner import DONE_STATUSES
+
+        self._done = {r.case_id for r in self.prior if r.status in DONE_STATUSES}  # --resume will not run them
         for r in self.prior:
             self.keep_baseline(r)
 
@@ -439,7 +440,8 @@ class RankedExecutor:
         if key is None:
             return [case]
         k = key(case)
-        return [c for c in self.plan if c.workload == case.workload and key(c) == k and c.id not in self._ready]
+        return [c for c in self.plan if c.workload == case.workload and key(c) == k and c.id not in self._ready
+                and (c.id not in self._done or c.id == case.id)]
 
     def __call__(self, case: Case, sweep) -> tuple[Record, bool]:
         from .runner import case_record
