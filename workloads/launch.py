@@ -76,7 +76,6 @@ class Job:
         pg_timeout_s: process-group timeout: a collective waiting longer fails.
         threads: torch threads per rank (None: usable cores / ranks on this host).
         fault: an injected failure, or None.
-        single_host: all ranks on this host (gloo then binds loopback).
     """
 
     cases: list[Case]
@@ -87,7 +86,6 @@ class Job:
     pg_timeout_s: float = PG_TIMEOUT_S
     threads: int | None = None
     fault: Fault | None = None
-    single_host: bool = True
 
 
 class LaunchFailed(Exception):
@@ -255,8 +253,8 @@ def _rank_main(job: Job) -> list[dict] | None:
     if device.type == "cpu":
         fix_malloc_policy()  # each rank is a fresh process: pin glibc's thresholds as a one-process sweep does
     backend = job.cases[0].params["backend"]
-    if backend == "gloo" and job.single_host:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one host: never a routed interface
+    if backend == "gloo":  # elastic_launch here starts every rank on this host: never a routed interface
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     init_group(backend, job.pg_timeout_s, device)
     try:
         group = RankGroup()
