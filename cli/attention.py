@@ -27,6 +27,19 @@ def attention(
     shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Time and memory of attention across sequence lengths: parallel, yet quadratic."""
+    from .sweep import run_sweep
+
+    return run_sweep("attention", attention_plan(
+        shared.device, seq_lens=seq_lens, impl=impl, mode=mode, batch=batch, heads=heads, head_dim=head_dim,
+        dtype=dtype, causal=causal,
+    ), shared)
+
+
+def attention_plan(
+    device: str, *, seq_lens: str, impl: str, mode: str, batch: int, heads: int, head_dim: int, dtype: str,
+    causal: bool,
+) -> list:
+    """The attention cases these options describe (the command's and a suite case's); BadInput if invalid."""
     from .parse import parse_choices, parse_int_sweep
 
     lens = parse_int_sweep(seq_lens, "--seq-lens")
@@ -35,12 +48,11 @@ def attention(
 
     from ..profilers.device import resolve_device
     from ..workloads.attention import AttentionConfig, cases
-    from .sweep import run_sweep
 
-    dev = resolve_device(shared.device)
+    dev = resolve_device(device)
     check_dtype(dtype, dev)
     cfg = AttentionConfig(
         seq_lens=lens, impls=impls, modes=modes, batch=batch, heads=heads, head_dim=head_dim,
         dtype=dtype, causal=causal,
     )
-    return run_sweep("attention", cases(cfg, dev), shared)
+    return cases(cfg, dev)

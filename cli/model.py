@@ -76,6 +76,31 @@ def model(
     shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."""
+    from .sweep import run_sweep
+
+    plan = model_plan(
+        shared.device, presets=presets, mode=mode, batch=batch, seq_len=seq_len, prompt_len=prompt_len,
+        new_tokens=new_tokens, dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, layers=layers,
+        d_model=d_model, heads=heads, vocab=vocab, flop_convention=flop_convention,
+    )
+    return run_sweep("model", plan, shared, extra_tables=model_report_tables)
+
+
+def model_report_tables(run) -> list:
+    """The model tables in place of the generic ones (they show what the generic cells showed)."""
+    from ..reports.model_report import model_tables
+    from ..reports.planner import preset_plans
+    from ..reports.select import latest
+
+    return model_tables(run, plans=preset_plans(latest(run.records)))
+
+
+def model_plan(
+    device: str, *, presets: str | None, mode: str, batch: int, seq_len: int | None, prompt_len: int | None,
+    new_tokens: int | None, dtype: str, compile: bool, cuda_graphs: bool, layers: int | None,
+    d_model: int | None, heads: int | None, vocab: int | None, flop_convention: str,
+) -> list:
+    """The model cases these options describe (the command's and a suite case's); BadInput if invalid."""
     from ..reports.errors import BadInput
     from .parse import parse_choices
 
@@ -86,30 +111,21 @@ def model(
     custom = custom_model(layers, d_model, heads, vocab)
 
     from ..profilers.device import resolve_device
-    from ..reports.model_report import model_tables
-    from ..reports.planner import preset_plans
-    from ..reports.select import latest
     from ..workloads.gpt import PRESETS
     from ..workloads.model import ModelConfig, cases
-    from .sweep import run_sweep
 
     # --presets as given; without it the tiny presets, or only the custom model when there is one.
     if presets is None:
         names = [] if custom else parse_presets(DEFAULT_PRESETS, list(PRESETS))
     else:
         names = parse_presets(presets, list(PRESETS))
-    dev = resolve_device(shared.device)
+    dev = resolve_device(device)
     check_dtype(dtype, dev)
     cfg = ModelConfig(
         presets=names, modes=modes, batch=batch, seq_len=seq_len, prompt_len=prompt_len, new_tokens=new_tokens,
         dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, custom=custom, flop_convention=conv[0],
     )
     try:
-        plan = cases(cfg, dev)
+        return cases(cfg, dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
-
-    def report(run):  # replaces the generic tables: the model tables show what their cells showed
-        return model_tables(run, plans=preset_plans(latest(run.records)))
-
-    return run_sweep("model", plan, shared, extra_tables=report)

@@ -7,6 +7,7 @@ from .status import ExitStatus
 
 STRATEGY_CHOICES = ("single", "ddp", "fsdp")
 COLLECTIVE_CHOICES = ("all_reduce", "all_gather", "reduce_scatter", "none")
+MAX_WORLD_SIZE = 4096  # ranks one command launches at most
 DEFAULT_SIZES = "1KiB,4KiB,16KiB,64KiB,256KiB,1MiB,4MiB,16MiB,64MiB,256MiB"
 # Options that describe how to launch, not what to measure: left out of the printed command.
 LAUNCH_OPTIONS = {"--print-launch": 0, "--nnodes": 1, "--nproc-per-node": 1, "--node-rank": 1,
@@ -75,18 +76,8 @@ def parallel(
     """Data-parallel (DDP, FSDP) versus one device: tokens/s, scaling efficiency, comm, memory per rank."""
     import sys
 
-    from ..reports.errors import BadInput
-    from .model import custom_model, parse_presets
-    from .parse import parse_bytes, parse_choices, parse_int_sweep
-
-    strategies = parse_choices(strategy, STRATEGY_CHOICES, "--strategy")
-    scale = parse_choices(scaling, ("weak", "strong"), "--scaling")
-    if len(scale) != 1:
-        raise BadInput("--scaling: give one of weak, strong")
-    sizes = parse_int_sweep(world_sizes, "--world-sizes")
-    if max(sizes) > 4096:
-        raise BadInput(f"--world-sizes: {max(sizes)} ranks is more than this command launches (4096)")
-    if print_launch:
+    if print_launch:  # the options are checked here too: a bad one is exit 2, not a broken command line
+        parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
         from ..workloads.launch_lines import launch_lines
 
         argv = strip_launch_options(sys.argv[sys.argv.index("parallel") + 1:] if "parallel" in sys.argv else [])
@@ -95,9 +86,45 @@ def parallel(
         typer.echo(launch_lines(argv, nnodes=nnodes, nproc_per_node=nproc_per_node, node_rank=node_rank,
                                 rdzv_endpoint=rdzv_endpoint, cuda=cuda))
         return ExitStatus.OK
-    custom = custom_model(layers, d_model, heads, vocab)
-    from ..workloads.gpt import PRESETS
+    fault_spec = _fault(fault)
+    from ..workloads import launch as ln
 
+    job_env = ln.outside_job()
+    plan = parallel_plan(
+        shared.device, presets=presets, strategy=strategy, world_sizes=world_sizes, scaling=scaling, batch=batch,
+        seq_len=seq_len, dtype=dtype, bucket_mb=bucket_mb, layers=layers, d_model=d_model, heads=heads,
+        vocab=vocab, exposed_comm=exposed_comm, collectives=collectives, message_sizes=message_sizes,
+        job_env=job_env, world_sizes_given="--world-sizes" in sys.argv,
+    )
+    from .sweep import run_sweep
+
+    job = launch_job(shared, pg_timeout=pg_timeout, fault=fault_spec)
+    if job_env is None:
+        executor = ln.LaunchExecutor(plan, job, prior=_prior(shared))
+        return run_sweep("parallel", plan, shared, extra_tables=_tables, execute=executor, calibrate=False)
+    return run_in_job(plan, job, job_env, shared)
+
+
+def parallel_plan(
+    device: str, *, presets: str | None, strategy: str, world_sizes: str, scaling: str, batch: int,
+    seq_len: int | None, dtype: str, bucket_mb: int, layers: int | None, d_model: int | None, heads: int | None,
+    vocab: int | None, exposed_comm: bool, collectives: str | None, message_sizes: str,
+    job_env: dict | None = None, world_sizes_given: bool = True,
+) -> list:
+    """The data-parallel and collective cases these options describe (the command's and a suite case's);
+    BadInput if invalid. Under an outside launcher (`job_env`) the world sizes are 1 and the job's."""
+    from ..profilers.device import resolve_device
+    from ..reports.errors import BadInput
+    from ..workloads import launch as ln
+    from ..workloads.collectives import CollectiveConfig
+    from ..workloads.collectives import cases as collective_cases
+    from ..workloads.gpt import PRESETS
+    from ..workloads.parallel import ParallelConfig, cases
+    from .model import custom_model, parse_presets
+    from .parse import parse_bytes, parse_choices
+
+    strategies, scale, sizes = parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
+    custom = custom_model(layers, d_model, heads, vocab)
     names = parse_presets(presets or "1M", list(PRESETS)) if presets is not None or custom is None else []
     if collectives is None:
         ops = ["all_reduce"] + (["all_gather", "reduce_scatter"] if "fsdp" in strategies else [])
@@ -106,28 +133,18 @@ def parallel(
     message = sorted({parse_bytes(s, "--message-sizes") for s in message_sizes.split(",") if s.strip()})
     if not message and ops:
         raise BadInput("--message-sizes: no sizes given")
-    fault_spec = _fault(fault)
-
-    from ..profilers.device import resolve_device
-    from ..workloads import launch as ln
-    from ..workloads.collectives import CollectiveConfig
-    from ..workloads.collectives import cases as collective_cases
-    from ..workloads.parallel import ParallelConfig, cases
-    from .sweep import run_sweep
-
-    dev = resolve_device(shared.device)
+    dev = resolve_device(device)
     check_dtype(dtype, dev)
-    job_env = ln.outside_job()
     if job_env is not None:
         allowed = {1, job_env["world_size"]}
-        if "--world-sizes" not in sys.argv:
+        if not world_sizes_given:
             sizes = sorted(allowed)
         elif not set(sizes) <= allowed:
             raise BadInput(f"--world-sizes: under an outside launcher the job has {job_env['world_size']} ranks: "
                            f"give 1 and/or {job_env['world_size']}")
     ln.check_backend(dev, max(sizes), job_env)
     cfg = ParallelConfig(
-        presets=names, strategies=strategies, world_sizes=sizes, scaling=scale[0], batch=batch, seq_len=seq_len,
+        presets=names, strategies=strategies, world_sizes=sizes, scaling=scale, batch=batch, seq_len=seq_len,
         dtype=dtype, bucket_mb=bucket_mb, custom=custom, exposed_comm=exposed_comm,
     )
     comm_sizes = [n for n in sizes if n > 1] or sizes
@@ -137,13 +154,31 @@ def parallel(
         raise BadInput(str(e)) from None
     if job_env is not None and job_env["world_size"] > 1:  # one rank alone runs `single`; the rest, all ranks
         plan = [c for c in plan if c.params["world_size"] == job_env["world_size"] or c.variant == "single"]
+    return plan
+
+
+def parallel_plan_options(*, strategy: str, world_sizes: str, scaling: str) -> tuple[list[str], str, list[int]]:
+    """--strategy, --scaling and --world-sizes parsed and checked (BadInput if invalid)."""
+    from ..reports.errors import BadInput
+    from .parse import parse_choices, parse_int_sweep
+
+    strategies = parse_choices(strategy, STRATEGY_CHOICES, "--strategy")
+    scale = parse_choices(scaling, ("weak", "strong"), "--scaling")
+    if len(scale) != 1:
+        raise BadInput("--scaling: give one of weak, strong")
+    sizes = parse_int_sweep(world_sizes, "--world-sizes")
+    if max(sizes) > MAX_WORLD_SIZE:
+        raise BadInput(f"--world-sizes: {max(sizes)} ranks is more than this command launches ({MAX_WORLD_SIZE})")
+    return strategies, scale[0], sizes
+
+
+def launch_job(shared: SharedOptions, *, pg_timeout: float, fault=None):
+    """The Job every launched case of `plan` runs as (timer policy, passes, timeout, threads)."""
+    from ..workloads import launch as ln
+
     opts = shared.run_options()
-    job = ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
-                 count_flops=opts.count_flops, pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault_spec)
-    if job_env is None:
-        executor = ln.LaunchExecutor(plan, job, prior=_prior(shared))
-        return run_sweep("parallel", plan, shared, extra_tables=_tables, execute=executor, calibrate=False)
-    return run_in_job(plan, job, job_env, shared)
+    return ln.Job(cases=[], policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory,
+                  count_flops=opts.count_flops, pg_timeout_s=pg_timeout, threads=shared.threads, fault=fault)
 
 
 def _tables(run) -> list:

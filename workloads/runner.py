@@ -287,12 +287,14 @@ def run_plan(
     opts: RunOptions = RunOptions(),
     progress: Progress | None = None,
     execute: Executor | None = None,
+    header_fields: dict | None = None,
 ) -> list[Record]:
     """Run a plan into a results file (header first, then one line per case as it ends).
 
     The header names this run (run_id, which every record repeats), xfbench's own version
     and commit, the user's working directory's repository, the environment and the
-    calibration used. Returns the records measured by this call.
+    calibration used; `header_fields` adds to it (a suite run's `suite`). Returns the records
+    measured by this call.
     """
     cases = list(cases)
     if not cases:  # nothing left to run (a --resume of a finished plan): no empty segment
@@ -304,6 +306,7 @@ def run_plan(
         header = Header(
             run_id=run_id, tool_version=__version__, created_utc=_now(), command=command, argv=list(argv or []),
             **provenance(), environment=collect_environment(calibration=sweep.calibration), warning_hints=hints(),
+            **(header_fields or {}),
         )
         with ResultsWriter(results_path, header) as writer:
             return run_cases(
