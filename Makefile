@@ -40,7 +40,7 @@ browser:
 demo: install
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/xfbench env
-	$(VENV)/bin/xfbench attention --seq-lens 256:2048:x2 --impl naive,sdpa,lstm --device cpu --max-time 2 --out $(DEMO_OUT)
+	$(VENV)/bin/xfbench run quick --device cpu --out $(DEMO_OUT)
 	@echo "open the report: $(DEMO_OUT)/report.html"
 
 test: install-dev browser

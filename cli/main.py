@@ -45,6 +45,16 @@ COMMANDS = {
         "Data-parallel (DDP, FSDP) versus one device: tokens/s, scaling efficiency, comm, memory per rank.",
     ),
     "plan": ("xfbench.cli.plan", "Compute-optimal training estimate: D = 20·N tokens, 6·N·D FLOPs, device-hours, kWh."),
+    "ab": ("xfbench.cli.ab", "Run a suite alternately under two Python environments (A B A B ...) and compare."),
+    "compare": (
+        "xfbench.cli.compare",
+        "Compare two runs case by case: change with CI, Mann-Whitney p, verdict; exit 1 on a regression.",
+    ),
+    "history": (
+        "xfbench.cli.history", "Per-case trends from the history database: runs, noise band, sparkline, change points."
+    ),
+    "run": ("xfbench.cli.run", "Run a suite (built-in or a TOML file) into one run folder, with one report."),
+    "suites": ("xfbench.cli.suites", "List the built-in suites (`xfbench run NAME`); with a name, print its TOML."),
     "report": (
         "xfbench.cli.report",
         "Render a results file as HTML, figures, LaTeX, CSV or Markdown (default: tables + report.html).",

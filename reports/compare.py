@@ -8,12 +8,16 @@ Per case (time, tokens_per_s):
   - p: two-sided Mann–Whitney U on the pooled raw samples (compare_stats.mann_whitney).
   - ratio CI: current / baseline, Hodges–Lehmann on log values with Lehmann/Moses bounds
     (compare_stats.ratio_ci), from the pooled raw samples.
-  - the ratio: the HL estimate; with >= 2 runs on both sides, median of current per-run values /
-    median of baseline per-run values (the runs, not the samples, are then the unit). The CI
-    stays the pooled one, so the two can disagree when runs disagree: the gate is wide then.
+  - with >= 2 runs on BOTH sides the runs are the unit instead (samples inside one run cannot see
+    what moves between runs): the change is the ratio of geometric means of per-run values, its
+    CI the 95% t-interval and p Student's two-sample t-test (pooled variance) on log per-run
+    values (compare_stats.runs_test); the noise is the critical change, the smallest change
+    significant at alpha over those runs; "slower" needs p < alpha, the change beyond the gate
+    and the CI's lower bound beyond the threshold (_verdict_runs), the t-test at RUNS_ALPHA
+    (0.01; see there for why, and what it gave in simulation).
   - gate = max(threshold, noise_k x noise), noise the first known of
-      1. between-run: max of both sides' spread_rel ((max - min) / median of per-run values),
-         when BOTH sides have >= 2 runs;
+      1. between-run: the critical change above, when BOTH sides have >= 2 runs (peak_mem, which
+         has no samples: max of both sides' spread_rel, (max - min) / median of per-run values);
       2. history: history_noise[case_id], the relative band half-width a run of unchanged code
          falls within, computed by the caller (e.g. from the SQLite history);
       3. within-run only: WITHIN_RUN_FENCE x IQR/median of the pooled samples (the larger
@@ -53,6 +57,7 @@ from .compare_stats import (
     min_detectable_change,
     pooled_log_sd,
     ratio_ci,
+    runs_test,
 )
 from .errors import BadInput
 from .schema import Record, RunResult
@@ -67,6 +72,12 @@ NOISE_K = 1.0
 # 2C), as a deliberately wide stand-in for the between-run spread nobody measured: on a 2-core VM
 # runs of one case differed by 25% with a within-run CI of ±2%.
 WITHIN_RUN_FENCE = 3.0
+# Between runs (>= 2 runs a side) the t-test has few degrees of freedom: at 0.002 with 3+3 runs only
+# a change beyond ~6 sd of the runs would be significant. 0.01, with the 95% CI also required to
+# clear the threshold, gave in simulation (8 cases, this VM's per-case noise, sd 2-10% between
+# runs) an alarm in 1.3% of A/A comparisons with 3+3 runs and 0.8% with 5+5, and caught a 10%
+# slowdown in 87% and 99%.
+RUNS_ALPHA = 0.01
 FPR_WARN = 0.05  # warn where the model expects more than 1 false alarm in 20 A/A comparisons
 # Calibrated peak FLOP/s of the two machines may differ this much (relative) before they count
 # as different machines: quick calibrations of one machine repeat within a few percent.
@@ -229,6 +240,7 @@ class Comparison:
     only_current: list[str] = field(default_factory=list)
     baseline_runs: list[str] = field(default_factory=list)
     current_runs: list[str] = field(default_factory=list)
+    runs_alpha: float = RUNS_ALPHA
 
     @property
     def regressions(self) -> list[CaseComparison]:
@@ -392,9 +404,34 @@ def _verdict_samples(
     return INCONCLUSIVE, f"{ps} and the CI {ci} reaches beyond the gate ±{gate}: more samples or runs would tell"
 
 
+def _verdict_runs(
+    w_lo: float, w_hi: float, w_est: float, p: float, g: float, t: float, alpha: float, words, ci: str, na: int,
+    nb: int,
+) -> tuple[str, str]:
+    """(verdict, why) between runs: worse-direction log change estimate, its 95% CI [w_lo, w_hi], the
+    t-test's p, the log gate g = log(1 + max(threshold, critical change)) and log threshold t.
+    A regression: significant between runs (p < alpha, so beyond the critical change) AND beyond the
+    threshold, with the CI excluding the threshold."""
+    better, worse = words
+    gate = pct(math.expm1(g))
+    sig = p < alpha
+    ps = f"{fmt_p(p)} {'<' if sig else '≥'} alpha {alpha:g} over {na}+{nb} runs"
+    if sig and w_est > g and w_lo > t:
+        return worse, f"{ps}; the change is beyond the gate {gate} and its CI {ci} excludes the threshold"
+    if sig and w_est < -g and w_hi < -t:
+        return better, f"{ps}; the change is beyond the gate {gate} and its CI {ci} excludes the threshold"
+    threshold = pct(math.expm1(t))
+    if -t <= w_lo and w_hi <= t:  # 'same' claims no change that matters: the CI inside the user's threshold
+        return SAME, f"the CI {ci} lies within the threshold ±{threshold} and {ps}"
+    if sig:
+        return INCONCLUSIVE, f"{ps}, but the CI {ci} reaches within the threshold ±{threshold}"
+    return INCONCLUSIVE, (f"{ps}: the CI {ci} reaches beyond the threshold ±{threshold}, and a change is "
+                          f"significant only beyond the gate ±{gate}: more runs would tell")
+
+
 def _compare_case(
     b: Repeats, c: Repeats, metric: str, threshold: float, alpha: float, noise_k: float,
-    history: HistoryNoise | float | None,
+    history: HistoryNoise | float | None, runs_alpha: float | None = None,
 ) -> CaseComparison:
     info = METRICS[metric]
     words = WORDS[metric]
@@ -406,10 +443,27 @@ def _compare_case(
     g, t = math.log1p(gate), math.log1p(threshold)
     between = b.n_runs >= 2 and c.n_runs >= 2
     ci_low = ci_high = ci_level = coverage = p = test = None
-    if has_samples:
+    runs = None
+    if has_samples and between:  # the runs are the unit: a t-test on per-run log values
+        runs = runs_test(list(b.values), list(c.values))
+        alpha = RUNS_ALPHA if runs_alpha is None else runs_alpha
+        critical = runs.half_width(1 - alpha)  # the smallest log change significant at alpha
+        noise = _Noise(math.expm1(critical), runs.sd, f"between-run t-test of {b.n_runs}+{c.n_runs} runs",
+                       f"the between-run noise (a change below ±{pct(math.expm1(critical))} is not significant "
+                       f"over {b.n_runs}+{c.n_runs} runs)")
+        gate = max(threshold, noise_k * noise.rel)
+        g = math.log1p(gate)
+        hw = runs.half_width(CI_LEVEL)
+        ratio, p = math.exp(runs.d), runs.p
+        ci_low, ci_high, ci_level, coverage = math.exp(runs.d - hw), math.exp(runs.d + hw), CI_LEVEL, CI_LEVEL
+        test = f"Student's t on log per-run values, pooled variance, {runs.dof} dof (between runs)"
+        w_lo, w_hi = sorted((sign * (runs.d - hw), sign * (runs.d + hw)))
+        ci = f"[{signed_pct(ci_low - 1)}, {signed_pct(ci_high - 1)}]"
+        verdict, why = _verdict_runs(w_lo, w_hi, sign * runs.d, p, g, t, alpha, words, ci, b.n_runs, c.n_runs)
+    elif has_samples:
         rci = ratio_ci(a_s, c_s, CI_LEVEL)
         mw = mann_whitney(a_s, c_s)
-        ratio = c.median / b.median if between else rci.ratio
+        ratio = rci.ratio
         ci_low, ci_high, ci_level, coverage, p = rci.low, rci.high, rci.level, rci.coverage, mw.p
         test = f"Mann–Whitney U, two-sided, {mw.method}"
         w_lo, w_hi = sorted((sign * math.log(rci.low), sign * math.log(rci.high)))
@@ -431,9 +485,10 @@ def _compare_case(
             f"threshold {pct(threshold)} is below this case's noise: gate widened to {pct(gate)} ({noise.source})"
         )
     if noise.sd is not None:
-        fpr = expected_false_positive_rate(gate, noise.sd)
-        fpr_t = expected_false_positive_rate(threshold, noise.sd)
-        mdc = min_detectable_change(gate, noise.sd)
+        n_a, n_b = (b.n_runs, c.n_runs) if runs is not None else (1, 1)
+        fpr = expected_false_positive_rate(gate, noise.sd, n_a, n_b)
+        fpr_t = expected_false_positive_rate(threshold, noise.sd, n_a, n_b)
+        mdc = min_detectable_change(gate, noise.sd, n_a=n_a, n_b=n_b)
         if fpr_t > FPR_WARN:
             warnings.append(
                 f"threshold {pct(threshold)} alone would flag {pct(fpr_t)} of A/A comparisons "
@@ -470,17 +525,23 @@ def compare(
     noise_k: float = NOISE_K,
     history_noise: dict[str, HistoryNoise | float] | None = None,
     allow_different_env: bool = False,
+    thresholds: dict[str, float] | None = None,
+    runs_alpha: float = RUNS_ALPHA,
 ) -> Comparison:
     """Compare `cur` with `base` case by case (module docstring: statistics and verdict rule).
+
+    `thresholds` gives cases their own relative threshold (a suite case's, by case_id); the rest
+    take `threshold`.
 
     Raises BadInput when no case is in common, when the environments differ in a blocking field
     and not allow_different_env (the message names the fields), or on bad settings.
     """
     check_metric(metric)
-    if not (math.isfinite(threshold) and threshold >= 0):
-        raise BadInput(f"threshold must be a relative change >= 0 (0.05 = 5%), got {threshold}")
-    if not 0 < alpha < 1:
-        raise BadInput(f"alpha must be between 0 and 1, got {alpha}")
+    for t in [threshold, *(thresholds or {}).values()]:
+        if not (math.isfinite(t) and t >= 0):
+            raise BadInput(f"threshold must be a relative change >= 0 (0.05 = 5%), got {t}")
+    if not (0 < alpha < 1 and 0 < runs_alpha < 1):
+        raise BadInput(f"alpha must be between 0 and 1, got {alpha if not 0 < alpha < 1 else runs_alpha}")
     if not (math.isfinite(noise_k) and noise_k >= 0):
         raise BadInput(f"noise_k must be >= 0, got {noise_k}")
     rb, rc = repeats(base, metric), repeats(cur, metric)
@@ -502,7 +563,9 @@ def compare(
     warnings = [f"environments differ: {d.text}" for d in diffs]
     history_noise = history_noise or {}
     cases = [
-        _compare_case(rb[cid], rc[cid], metric, threshold, alpha, noise_k, history_noise.get(cid)) for cid in common
+        _compare_case(rb[cid], rc[cid], metric, (thresholds or {}).get(cid, threshold), alpha, noise_k,
+                      history_noise.get(cid), runs_alpha)
+        for cid in common
     ]
 
     def names(reps: dict[str, Repeats], other: dict[str, Repeats]) -> list[str]:
@@ -522,7 +585,7 @@ def compare(
         metric=metric, threshold=threshold, alpha=alpha, noise_k=noise_k, ci_level=CI_LEVEL, cases=cases,
         differences=diffs, warnings=warnings, only_baseline=only_b, only_current=only_c,
         baseline_runs=[h.run_id for h in base.headers or [base.header]],
-        current_runs=[h.run_id for h in cur.headers or [cur.header]],
+        current_runs=[h.run_id for h in cur.headers or [cur.header]], runs_alpha=runs_alpha,
     )
 
 
@@ -569,24 +632,33 @@ def comparison_table(cmp: Comparison) -> Table:
     if cmp.metric == "peak_mem":
         notes.append("one value per run: no test and no CI; the verdict compares per-run medians with the gate")
     else:
-        notes += [
-            f"[CI]: {cmp.ci_level:.0%} CI of the ratio current / baseline, Hodges–Lehmann on log values with "
-            "Lehmann/Moses bounds, from the raw samples of every run pooled; with >= 2 runs on both sides the "
-            "change is median of current per-run values / median of baseline per-run values",
-            f"p: two-sided Mann–Whitney U on the pooled raw samples (exact null distribution where n_a·n_b <= "
-            f"{EXACT_MAX_PRODUCT} without ties, else normal approximation with tie and continuity correction); "
-            f"significant below alpha = {cmp.alpha:g} (asv's level)",
-        ]
+        runs = any(c.test and "between runs" in c.test for c in cmp.cases)
+        pooled = any(c.test and "Mann" in c.test for c in cmp.cases)
+        if runs:
+            notes.append(
+                f"with >= 2 runs on both sides (the runs are the unit): change = ratio of the geometric means of "
+                f"per-run values, [CI] its {cmp.ci_level:.0%} t-interval, p Student's two-sample t-test (pooled "
+                f"variance) on log per-run values, significant below alpha = {cmp.runs_alpha:g}; the noise is the "
+                "critical change, the smallest significant over those runs"
+            )
+        if pooled:
+            notes += [
+                f"within one run a side: [CI] {cmp.ci_level:.0%} CI of the ratio current / baseline, Hodges–Lehmann "
+                "on log values with Lehmann/Moses bounds, from the raw samples; p: two-sided Mann–Whitney U on the "
+                f"raw samples (exact null distribution where n_a·n_b <= {EXACT_MAX_PRODUCT} without ties, else "
+                f"normal with tie and continuity correction); significant below alpha = {cmp.alpha:g} (asv's level)",
+            ]
     notes += [
-        f"gate = max(threshold {pct(cmp.threshold)}, {cmp.noise_k:g} × noise), noise the first known of: between-run "
-        "spread (max-min)/median of per-run values when both sides have >= 2 runs, the history band, "
-        f"{WITHIN_RUN_FENCE:g}×IQR/median of the pooled samples (within-run only)",
+        f"gate = max(threshold {pct(cmp.threshold)}, {cmp.noise_k:g} × noise), noise the first known of: the "
+        "between-run critical change (both sides >= 2 runs), the history band (median ± 3×IQR of past runs), "
+        f"{WITHIN_RUN_FENCE:g}×IQR/median of the samples (within-run only: cannot see between-run noise)",
         *(f"noise: {src} ({n} case{'s' * (n != 1)})" for src, n in _count(c.noise_source for c in cmp.cases)),
-        "FPR: expected share of A/A comparisons flagged at the gate, 1 - Φ(log(1+gate) / (σ√2)), σ = sd of log "
-        "per-run values (between runs or history); MDC: the smallest change caught with 80% power, "
-        "exp(log(1+gate) + z(0.8)·σ√2) - 1; '-' where σ is unknown",
-        f"verdict: {worse} = p < alpha and the CI beyond the gate; {better} = the same on the other side; "
-        f"{SAME} = the CI within ±gate (within ±threshold when p < alpha); else {INCONCLUSIVE} (the cell says why)",
+        "FPR: expected share of A/A comparisons flagged at the gate, 1 - Φ(log(1+gate) / (σ·√(1/n_a + 1/n_b))), "
+        "σ = sd of log per-run values (between runs or history), n_a, n_b runs a side; MDC: the smallest change "
+        "caught with 80% power, exp(log(1+gate) + z(0.8)·σ·√(1/n_a + 1/n_b)) - 1; '-' where σ is unknown",
+        f"verdict: {worse} = p < alpha, the change beyond the gate and its CI beyond the threshold; {better} = the "
+        f"same on the other side; {SAME} = the CI within ±gate (between runs: within ±threshold); else "
+        f"{INCONCLUSIVE} (the cell says why)",
     ]
     title = f"compare {cmp.metric}: current vs baseline, change [{cmp.ci_level:.0%} CI] and verdict per case"
     return Table(title, list(COLUMNS), rows, notes)

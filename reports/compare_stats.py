@@ -275,27 +275,137 @@ def ratio_ci(a: list[float], b: list[float], level: float = CI_LEVEL) -> RatioCI
 # --- the gate model -------------------------------------------------------------------------
 
 
-def expected_false_positive_rate(gate_rel: float, noise_sd_rel: float) -> float:
-    """P(a 'slower' alarm between two runs of the same code) at a gate of `gate_rel`.
+def _diff_sd(noise_sd_rel: float, n_a: int, n_b: int) -> float:
+    """sd of the difference of the mean log values of n_a and n_b runs: sigma sqrt(1/n_a + 1/n_b)."""
+    return noise_sd_rel * math.sqrt(1 / n_a + 1 / n_b)
 
-    Model: each run's log-median is Normal(mu, sigma) around the code's true value, sigma =
-    `noise_sd_rel` (sd of log per-run values, ~ relative sd); the difference of two runs is
-    Normal(0, sigma sqrt 2), and an alarm is a difference beyond log(1 + gate). One-sided:
-    1 - Phi(log(1 + gate) / (sigma sqrt 2)). Medians of K repeats vary less, so for a K+K
-    comparison this is an upper bound.
+
+def expected_false_positive_rate(gate_rel: float, noise_sd_rel: float, n_a: int = 1, n_b: int = 1) -> float:
+    """P(a 'slower' alarm between runs of the same code) at a gate of `gate_rel`.
+
+    Model: each run's log value is Normal(mu, sigma) around the code's true value, sigma =
+    `noise_sd_rel` (sd of log per-run values, ~ relative sd); the difference of the means of
+    n_a and n_b runs is Normal(0, sigma sqrt(1/n_a + 1/n_b)) (sigma sqrt 2 for one run a side),
+    and an alarm is a difference beyond log(1 + gate). One-sided: 1 - Phi(log(1 + gate) / that sd).
     """
     if noise_sd_rel <= 0:
         return 0.0
-    x = math.log1p(gate_rel) / (noise_sd_rel * math.sqrt(2))
+    x = math.log1p(gate_rel) / _diff_sd(noise_sd_rel, n_a, n_b)
     return 0.5 * math.erfc(x / math.sqrt(2))  # 1 - Phi(x), accurate far in the tail
 
 
-def min_detectable_change(gate_rel: float, noise_sd_rel: float, power: float = DEFAULT_POWER) -> float:
+def min_detectable_change(gate_rel: float, noise_sd_rel: float, power: float = DEFAULT_POWER, n_a: int = 1,
+                          n_b: int = 1) -> float:
     """The smallest true slowdown the gate catches with probability `power` (same model as
-    expected_false_positive_rate): exp(log(1 + gate) + z_power sigma sqrt 2) - 1."""
+    expected_false_positive_rate): exp(log(1 + gate) + z_power sigma sqrt(1/n_a + 1/n_b)) - 1."""
     if not 0 < power < 1:
         raise BadInput(f"power must be between 0 and 1, got {power}")
-    return math.expm1(math.log1p(gate_rel) + _N.inv_cdf(power) * noise_sd_rel * math.sqrt(2))
+    return math.expm1(math.log1p(gate_rel) + _N.inv_cdf(power) * _diff_sd(noise_sd_rel, n_a, n_b))
+
+
+# --- between runs: Student's t on per-run log values ----------------------------------------
+# Samples inside one run cannot see what moves between runs (measured on a 2-core VM: per-run
+# medians 5-25% apart, each run's CI +-2%). With repeats, the runs are the unit: each run's
+# median is one observation, and the classic two-sample t-test with a pooled variance on their
+# logs (equal noise on both sides: same machine, same suite) gives the p-value and interval.
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        even = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
+        odd = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))
+        for num in (even, odd):
+            d = 1 + num * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b), for 0 <= x <= 1."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    ln = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1) / (a + b + 2):
+        return math.exp(ln) * _betacf(a, b, x) / a
+    return 1 - math.exp(ln) * _betacf(b, a, 1 - x) / b
+
+
+def t_sf(t: float, dof: float) -> float:
+    """P(T > t) for Student's t with `dof` degrees of freedom."""
+    tail = 0.5 * betainc(dof / 2, 0.5, dof / (dof + t * t))
+    return tail if t >= 0 else 1 - tail
+
+
+def t_ppf(q: float, dof: float) -> float:
+    """The q-quantile of Student's t (bisection on t_sf; q in (0, 1))."""
+    if not 0 < q < 1:
+        raise BadInput(f"a quantile needs 0 < q < 1, got {q}")
+    if q < 0.5:
+        return -t_ppf(1 - q, dof)
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, dof) > 1 - q:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_sf(mid, dof) > 1 - q else (lo, mid)
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class RunsTest:
+    """Two-sample t-test on log per-run values (b against a).
+
+    Args:
+        d: mean log b - mean log a (exp(d): the ratio of geometric means).
+        se: its standard error, s_pooled sqrt(1/n_a + 1/n_b); dof: n_a + n_b - 2.
+        sd: the pooled sd of log values (between-run noise, ~ relative sd).
+        p: two-sided p-value; n_a, n_b: runs a side.
+    """
+
+    d: float
+    se: float
+    dof: int
+    sd: float
+    p: float
+    n_a: int
+    n_b: int
+
+    def half_width(self, level: float) -> float:
+        """Half-width of the two-sided `level` interval of d (0 when the runs agree exactly)."""
+        return t_ppf(0.5 + level / 2, self.dof) * self.se if self.se > 0 else 0.0
+
+
+def runs_test(a: list[float], b: list[float]) -> RunsTest:
+    """Student's two-sample t-test (pooled variance) on the logs of per-run values, >= 2 a side."""
+    if len(a) < 2 or len(b) < 2:
+        raise BadInput("a between-run test needs at least 2 runs on each side")
+    if min(a) <= 0 or min(b) <= 0:
+        raise BadInput("a between-run test needs positive values (times, rates)")
+    la, lb = [math.log(x) for x in a], [math.log(y) for y in b]
+    d = statistics.fmean(lb) - statistics.fmean(la)
+    dof = len(a) + len(b) - 2
+    sd = math.sqrt(((len(a) - 1) * statistics.variance(la) + (len(b) - 1) * statistics.variance(lb)) / dof)
+    se = sd * math.sqrt(1 / len(a) + 1 / len(b))
+    if se == 0:
+        p = 1.0 if d == 0 else 0.0
+    else:
+        p = min(1.0, 2 * t_sf(abs(d) / se, dof))
+    return RunsTest(d, se, dof, sd, p, len(a), len(b))
 
 
 # --- noise estimates -----------------------------------------------------------------------

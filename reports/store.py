@@ -126,6 +126,8 @@ def load_results(path: str | Path) -> RunResult:
                 rec = Record.model_validate(migrate(obj, version))
                 if rec.run_id is None:  # written before records named their run (schema v1)
                     rec.run_id = headers[-1].run_id
+                elif rec.run_id not in {h.run_id for h in headers}:
+                    raise BadInput(f"{path}:{line_no}: record names run '{rec.run_id}', which no header before it has")
                 records.append(rec)
     except ValidationError as e:
         err = e.errors()[0]

@@ -24,6 +24,10 @@ SYNTHETIC_NOTE = (
     "times are synthetic: a deterministic FakeClock (--fake-clock) made them, not a measurement; "
     "so are the rates and exponents computed from them"
 )
+PLANTED_NOTE = (
+    "planted slowdown: these steps busy-waited {} of each call's own time after it (XFBENCH_PLANT_SLOWDOWN, "
+    "a test of regression detection): not the code's own speed"
+)
 ENERGY_NOTE = "energy per token: NVML board energy counter over the timed window / tokens"
 
 
@@ -205,8 +209,13 @@ def result_cell(r: Record | None) -> Cell:
 
 
 def synthetic_notes(recs: list[Record]) -> list[str]:
-    """SYNTHETIC_NOTE when any record was timed by the fake clock."""
-    return [SYNTHETIC_NOTE] if any(r.time is not None and r.time.clock == "fake" for r in recs) else []
+    """SYNTHETIC_NOTE when any record was timed by the fake clock; PLANTED_NOTE when any step was
+    slowed on purpose (XFBENCH_PLANT_SLOWDOWN, the test of `xfbench compare`)."""
+    notes = [SYNTHETIC_NOTE] if any(r.time is not None and r.time.clock == "fake" for r in recs) else []
+    planted = sorted({r.info["planted_slowdown"] for r in recs if r.info.get("planted_slowdown")})
+    if planted:
+        notes.append(PLANTED_NOTE.format(", ".join(f"{p:.0%}" for p in planted)))
+    return notes
 
 
 def warning_notes(recs: list[Record], hints: dict[str, str] | None) -> list[str]:

@@ -27,6 +27,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own calibration cache, out of the user's home: no test depends on
     another's cache (or on the order tests run in)."""
     monkeypatch.setenv("XFBENCH_CACHE_DIR", str(tmp_path / "xfbench-cache"))
+    monkeypatch.setenv("XFBENCH_HISTORY_DB", str(tmp_path / "xfbench-history.sqlite"))  # never the user's
 
 
 def assert_no_torch(args: list[str]) -> None:

@@ -148,21 +148,39 @@ def test_tokens_per_s_falls_when_time_rises():
 
 def test_ten_percent_within_a_25_percent_between_run_spread_is_inconclusive():
     # Three runs a side: medians 1.0, 1.3, 1.2 ms (spread 0.3 / 1.2 = 25%), current 10% slower on each.
+    # The runs are the unit: Student's t on log per-run values, checked against scipy.
+    from scipy import stats
+
     centers = [1.0e-3, 1.3e-3, 1.2e-3]
     cmp = compare(repeated("b", centers), repeated("c", centers, 1.1))
     (c,) = cmp.cases
     assert (c.baseline_runs, c.current_runs) == (3, 3)
-    assert c.noise_source == "between-run spread of 3+3 runs"
-    assert c.gate == pytest.approx(0.25)
-    assert c.ratio == pytest.approx(1.1)  # median of per-run values, current / baseline
-    assert c.p < 0.002  # the pooled samples differ ...
-    assert c.verdict == "inconclusive" and not c.regression  # ... but within the runs' own spread
-    assert "between-run noise (spread 25% over 3+3 runs)" in c.why
+    assert c.noise_source == "between-run t-test of 3+3 runs"
+    la = [math.log(x) for x in centers]
+    lb = [math.log(1.1 * x) for x in centers]
+    ref = stats.ttest_ind(lb, la)
+    assert c.ratio == pytest.approx(1.1)  # ratio of geometric means
+    assert c.p == pytest.approx(ref.pvalue, rel=1e-9)
+    se = (lb[0] - la[0]) / ref.statistic  # scipy's standard error of the difference
+    assert c.gate == pytest.approx(math.expm1(stats.t.ppf(1 - 0.01 / 2, 4) * se), rel=1e-9)  # RUNS_ALPHA
+    assert c.ci_low == pytest.approx(1.1 * math.exp(-stats.t.ppf(0.975, 4) * se), rel=1e-9)
+    assert c.verdict == "inconclusive" and not c.regression  # a real 10%, but within what the runs show
+    assert "more runs would tell" in c.why
     sigma = pooled_log_sd([[1.0, 1.3, 1.2], [1.1, 1.43, 1.32]])
     assert c.noise_sd_rel == pytest.approx(sigma)
-    assert c.fpr == pytest.approx(expected_false_positive_rate(0.25, sigma))
-    assert c.mdc == pytest.approx(min_detectable_change(0.25, sigma))
+    assert c.fpr == pytest.approx(expected_false_positive_rate(c.gate, sigma, 3, 3))
+    assert c.mdc == pytest.approx(min_detectable_change(c.gate, sigma, n_a=3, n_b=3))
     assert cmp.regressions == []
+
+
+def test_ten_percent_over_quiet_runs_is_slower():
+    # Five runs a side 1% apart: the between-run test sees 10% plainly.
+    centers = [1.00e-3, 1.01e-3, 0.99e-3, 1.005e-3, 0.995e-3]
+    cmp = compare(repeated("b", centers), repeated("c", centers, 1.1))
+    (c,) = cmp.cases
+    assert c.verdict == "slower" and c.regression
+    assert c.gate == 0.05 and c.p < 1e-6 and c.ci_low > 1.05
+    assert c.text.startswith("time +10.0% [") and c.text.endswith(", slower")
 
 
 def test_the_same_ten_percent_on_one_run_each_would_be_slower():
@@ -193,15 +211,15 @@ def test_threshold_below_the_noise_warns():
     centers = [1.0e-3, 1.3e-3, 1.2e-3]
     cmp = compare(repeated("b", centers), repeated("c", centers), threshold=0.02)
     (c,) = cmp.cases
-    assert c.gate == pytest.approx(0.25)
+    assert c.gate > 0.5  # 3+3 runs this far apart: only a large change would be significant
     name = f"{LABEL} · naive · N=128"
     assert (
-        f"{name}: threshold 2% is below this case's noise: gate widened to 25% (between-run spread of 3+3 runs)"
-        in cmp.warnings
+        f"{name}: threshold 2% is below this case's noise: gate widened to {100 * c.gate:.1f}% (between-run t-test "
+        "of 3+3 runs)" in cmp.warnings
     )
     sigma = pooled_log_sd([centers, centers])
-    fpr_2 = expected_false_positive_rate(0.02, sigma)
-    assert fpr_2 > 0.4
+    fpr_2 = expected_false_positive_rate(0.02, sigma, 3, 3)
+    assert fpr_2 > 0.3
     assert any(w.startswith(f"{name}: threshold 2% alone would flag {100 * fpr_2:.1f}% of A/A") for w in cmp.warnings)
 
 

@@ -293,3 +293,48 @@ def test_spread_helpers():
     d1, d2 = math.log(1.1), math.log(1.2)
     assert pooled_log_sd([[1.0, 1.1], [2.0, 2.4]]) == pytest.approx(math.sqrt((d1**2 / 2 + d2**2 / 2) / 2))
     assert pooled_log_sd([[1.0], [2.0]]) is None
+
+
+# --- between runs: Student's t ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dof", [1, 2, 4, 8, 30, 200])
+def test_student_t_tail_and_quantile_match_scipy(dof):
+    from scipy import stats
+
+    from xfbench.reports.compare_stats import t_ppf, t_sf
+
+    for t in (0.0, 0.1, 1.0, 2.5, 7.0, 40.0):
+        assert t_sf(t, dof) == pytest.approx(stats.t.sf(t, dof), rel=1e-9, abs=1e-300)
+        assert t_sf(-t, dof) == pytest.approx(stats.t.cdf(t, dof), rel=1e-9)
+    for q in (0.6, 0.975, 0.999, 0.9995):
+        assert t_ppf(q, dof) == pytest.approx(stats.t.ppf(q, dof), rel=1e-8)
+        assert t_ppf(1 - q, dof) == pytest.approx(stats.t.ppf(1 - q, dof), rel=1e-8)
+
+
+def test_runs_test_is_students_pooled_t_on_logs():
+    from scipy import stats
+
+    from xfbench.reports.compare_stats import runs_test
+
+    a, b = [1.0, 1.1, 0.9], [1.2, 1.3, 1.25]
+    r = runs_test(a, b)
+    ref = stats.ttest_ind([math.log(x) for x in b], [math.log(x) for x in a])
+    assert r.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert r.d / r.se == pytest.approx(ref.statistic, rel=1e-12)
+    assert (r.dof, r.n_a, r.n_b) == (4, 3, 3)
+    assert r.half_width(0.95) == pytest.approx(stats.t.ppf(0.975, 4) * r.se, rel=1e-9)
+    same = runs_test([2.0, 2.0], [2.0, 2.0])
+    assert (same.p, same.se, same.half_width(0.95)) == (1.0, 0.0, 0.0)
+    with pytest.raises(BadInput):
+        runs_test([1.0], [1.0, 2.0])
+
+
+def test_gate_model_with_repeats_uses_the_sd_of_a_difference_of_means():
+    from xfbench.reports.compare_stats import expected_false_positive_rate, min_detectable_change
+
+    # 5 runs a side: the difference of means has sd sigma * sqrt(2/5) instead of sigma * sqrt(2).
+    assert expected_false_positive_rate(0.05, 0.03, 5, 5) == pytest.approx(
+        1 - statistics.NormalDist().cdf(math.log(1.05) / (0.03 * math.sqrt(0.4))))
+    assert min_detectable_change(0.05, 0.03, n_a=5, n_b=5) == pytest.approx(
+        math.expm1(math.log(1.05) + statistics.NormalDist().inv_cdf(0.8) * 0.03 * math.sqrt(0.4)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +11,25 @@ from typing import Any
 import torch
 
 from ..reports.schema import case_id
+
+# A test-only, real slowdown: with XFBENCH_PLANT_SLOWDOWN=0.1 every Step.run() busy-waits, after
+# its call returns, for 10% of the time that call took, so the step truly takes 1.1x as long (the
+# timer, not an edited number, sees it). It exists to show that `xfbench compare` catches a
+# known regression (tests/test_compare_cli.py, the issue's planted slowdown); records say it ran
+# (info['planted_slowdown']). On CUDA the call returns before the kernels finish, so it slows the
+# host only: a CPU mechanism.
+PLANT_ENV = "XFBENCH_PLANT_SLOWDOWN"
+
+
+def planted_slowdown() -> float:
+    """The planted slowdown fraction from the environment (0: none); ValueError if malformed."""
+    text = os.environ.get(PLANT_ENV, "").strip()
+    if not text:
+        return 0.0
+    value = float(text)
+    if not 0.0 <= value <= 10.0:
+        raise ValueError(f"{PLANT_ENV}={text}: give a fraction between 0 and 10")
+    return value
 
 
 class SkipCase(Exception):
@@ -97,6 +118,11 @@ class Step:
     teardown: Callable[[], None] | None = None
     _sets: list[tuple[Any, ...]] = field(default_factory=list, repr=False)
     _i: int = 0
+    _slowdown: float = field(default_factory=planted_slowdown, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._slowdown:
+            self.info["planted_slowdown"] = self._slowdown
 
     def run(self) -> None:
         if self._sets:
@@ -104,7 +130,14 @@ class Step:
             self._i = (self._i + 1) % len(self._sets)
         else:
             inputs = self.inputs
+        if not self._slowdown:
+            self.fn(*inputs)
+            return
+        t0 = time.perf_counter()
         self.fn(*inputs)
+        end = time.perf_counter() + self._slowdown * (time.perf_counter() - t0)
+        while time.perf_counter() < end:  # busy: the core stays taken, as slower code would keep it
+            pass
 
     def rotate(self, n: int) -> None:
         """Cycle through n distinct input sets (copies of the first) on successive calls."""

@@ -1,0 +1,101 @@
+"""`xfbench ab`: run a suite alternately under two Python environments (A B A B ...), then compare.
+
+Each round runs the suite once under A and once under B, each in a fresh process
+(`PYTHON -m xfbench run SUITE --repeat-index R/K`), appending to OUT/a and OUT/b. Slow drift of
+the machine over the job (a neighbour's load, the CPU's temperature) then falls on both sides
+alike instead of on whichever side ran second. The comparison is `xfbench compare OUT/a OUT/b`:
+with K >= 2 rounds both sides have repeats, so the gate allows for the spread between runs.
+"""
+
+from pathlib import Path
+
+import typer
+
+from .status import ExitStatus
+
+MAX_ROUNDS = 50
+
+
+def ab(
+    suite: str = typer.Argument(..., help="A built-in suite (see `xfbench suites`) or a suite file (.toml)."),
+    a: str = typer.Option(..., "--a", help="Python of side A, the baseline (its environment has xfbench installed)."),
+    b: str = typer.Option(..., "--b", help="Python of side B, the candidate (e.g. the pull request's install)."),
+    rounds: int = typer.Option(3, "--rounds", min=1, max=MAX_ROUNDS, help="Rounds: each runs A once, then B once."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."),
+    device: str | None = typer.Option(None, "--device", help="Run every case here (overrides the suite's [run])."),
+    threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help="torch intra-op threads."),
+    max_time: float | None = typer.Option(
+        None, "--max-time", min=0.0, max=86400.0, help="Cap in seconds on the timed phase of one case."
+    ),
+    threshold: str | None = typer.Option(
+        None, "--threshold", help="Regression threshold: '5%' or '2ms' [default: each suite case's]."
+    ),
+    metric: str | None = typer.Option(None, "--metric", help="time, tokens_per_s or peak_mem [default: the suite's]."),
+    markdown: Path | None = typer.Option(None, "--markdown", help="Write the comparison as Markdown here."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the comparison as JSON here."),
+    github_benchmark: Path | None = typer.Option(
+        None, "--github-benchmark", help="Write B's results in github-action-benchmark's custom JSON format here."
+    ),
+    fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
+) -> ExitStatus:
+    """Run a suite alternately under two Python environments (A B A B ...) and compare."""
+    import subprocess
+
+    from ..reports.errors import BadInput
+    from .compare import compare_and_report
+    from .console import make_console
+    from .suite_file import load_suite
+    from .sweep import default_run_dir
+
+    spec = load_suite(suite)  # checked here once, before any run
+    pythons = {"A": a, "B": b}
+    for side, python in pythons.items():
+        _check_python(side, python)
+    folder = out or default_run_dir(f"ab-{spec.name}")
+    dirs = {"A": folder / "a", "B": folder / "b"}
+    for d in dirs.values():
+        if (d / "results.jsonl").exists():
+            raise BadInput(f"{d} already holds results; give a new --out for this A/B")
+    console = make_console()
+    console.print(f"xfbench ab {spec.name}: {rounds} rounds of A ({a}) then B ({b}) -> {folder}", markup=False)
+    source = spec.source.removeprefix("builtin:") if spec.source.startswith("builtin:") else str(Path(suite).resolve())
+    for r in range(1, rounds + 1):
+        for side in ("A", "B"):
+            argv = [pythons[side], "-m", "xfbench", "run", source, "--out", str(dirs[side]), "--repeat-index",
+                    f"{r}/{rounds}", "--no-history", "--no-html"]
+            for flag, value in (("--device", device), ("--threads", threads), ("--max-time", max_time)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            if fake_clock:
+                argv.append("--fake-clock")
+            console.print(f"round {r}/{rounds}, side {side}", markup=False)
+            try:
+                rc = subprocess.run(argv).returncode
+            except KeyboardInterrupt:
+                rc = int(ExitStatus.INTERRUPTED)
+            if rc in (int(ExitStatus.INTERRUPTED), -2):
+                console.print(f"interrupted in round {r}, side {side}: finished runs are in {folder}", markup=False)
+                return ExitStatus.INTERRUPTED
+            if rc not in (0, int(ExitStatus.CASES_FAILED)):
+                console.print(f"round {r}, side {side} exited with code {rc}; stopping (runs so far are in {folder})",
+                              markup=False)
+                return ExitStatus.BAD_INPUT
+    return compare_and_report(
+        dirs["A"], dirs["B"], console=console, threshold=threshold, metric=metric, markdown=markdown,
+        json_out=json_out, github_benchmark=github_benchmark, names=("A", "B"),
+    )
+
+
+def _check_python(side: str, python: str) -> None:
+    """BadInput unless `python` runs and imports an xfbench (one line naming the side)."""
+    import subprocess
+
+    from ..reports.errors import BadInput
+
+    try:
+        res = subprocess.run([python, "-m", "xfbench", "--version"], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BadInput(f"--{side.lower()} {python}: cannot run it ({e})") from None
+    if res.returncode != 0 or not res.stdout.startswith("xfbench "):
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BadInput(f"--{side.lower()} {python}: `-m xfbench --version` failed ({last}); install xfbench there")

@@ -1,0 +1,186 @@
+"""`xfbench run SUITE|FILE.toml`: run a suite into one run folder; --repeat K in K fresh processes."""
+
+from pathlib import Path
+
+import typer
+
+from .status import ExitStatus
+
+MAX_REPEAT = 100
+
+
+def run(
+    suite: str = typer.Argument(..., help="A built-in suite (see `xfbench suites`) or a suite file (.toml)."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder [default: runs/<UTC time>-<suite>]."),
+    repeat: int = typer.Option(
+        1, "--repeat", min=1, max=MAX_REPEAT,
+        help="Run the suite K times, each in a fresh process, into the same folder: `compare` then sees the "
+        "spread between runs (the noise that samples inside one run cannot see).",
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Skip cases already finished in --out's results file."),
+    device: str | None = typer.Option(None, "--device", help="Run every case here (overrides the suite's [run])."),
+    threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help="torch intra-op threads."),
+    max_time: float | None = typer.Option(
+        None, "--max-time", min=0.0, max=86400.0, help="Cap in seconds on the timed phase of one case."
+    ),
+    db: Path | None = typer.Option(
+        None, "--db", help="History database (SQLite) this run is recorded into [default: the user data folder; "
+        "$XFBENCH_HISTORY_DB]."
+    ),
+    history: bool = typer.Option(True, "--history/--no-history", help="Record the run into the history database."),
+    html: bool | None = typer.Option(None, "--html/--no-html", help="Write report.html [default: the suite's]."),
+    fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
+    repeat_index: str | None = typer.Option(None, "--repeat-index", hidden=True, help="I/K: one repeat (a child)."),
+) -> ExitStatus:
+    """Run a suite (built-in or a TOML file) into one run folder, with one report."""
+    from ..reports.errors import BadInput
+    from .console import make_console
+    from .suite_file import load_suite
+    from .suite_run import SuiteOverrides, suite_plans
+    from .sweep import default_run_dir
+
+    spec = load_suite(suite)
+    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock)
+    plans = suite_plans(spec, over)  # every case checked before anything runs
+    if resume and out is None:
+        raise BadInput("--resume needs --out: the run folder to resume")
+    if resume and repeat > 1:
+        raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
+    run_dir = out or default_run_dir(f"run-{spec.name}")
+    console = make_console()
+    total = sum(len(p) for p in plans)
+    if repeat_index is not None:  # one repeat of a parent's --repeat: measure, append, leave the rest to it
+        index = _repeat_index(repeat_index)
+        console.print(f"repeat {index[0]} of {index[1]}: suite {spec.name}, {total} cases", markup=False)
+        return _measure(spec, run_dir, over, plans, console, resume=False, repeat=index)
+    console.print(f"xfbench run {spec.name}: {len(spec.cases)} suite cases, {total} cases"
+                  + (f", {repeat} repeats in fresh processes" if repeat > 1 else "")
+                  + f" -> {run_dir / 'results.jsonl'}", markup=False)
+    if repeat == 1:
+        status = _measure(spec, run_dir, over, plans, console, resume=resume, repeat=(1, 1))
+    else:
+        status = _repeat(suite, spec, run_dir, repeat, over, console)
+    if status in (ExitStatus.INTERRUPTED, ExitStatus.BAD_INPUT) or not (run_dir / "results.jsonl").exists():
+        return status
+    return _finish(spec, run_dir, console, status, html=spec.output.html if html is None else html,
+                   history=history, db=db, planned={c.id for p in plans for c in p})
+
+
+def _repeat_index(text: str) -> tuple[int, int]:
+    from ..reports.errors import BadInput
+
+    i, _, k = text.partition("/")
+    if not (i.isdigit() and k.isdigit() and 1 <= int(i) <= int(k)):
+        raise BadInput(f"--repeat-index: '{text}' must be I/K with 1 <= I <= K")
+    return int(i), int(k)
+
+
+def _measure(spec, run_dir, over, plans, console, *, resume, repeat) -> ExitStatus:
+    """One run of the suite in this process."""
+    from .console import SweepProgress
+    from .suite_run import run_suite
+
+    def announce(case, n):
+        console.print(f"suite case '{case.name}' ({case.workload}): {n} cases", markup=False)
+
+    try:
+        with SweepProgress(console) as progress:
+            records = run_suite(spec, run_dir, over=over, plans=plans, resume=resume, repeat=repeat,
+                                progress=progress, on_case=announce)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished cases are in {run_dir / 'results.jsonl'}", markup=False)
+        return ExitStatus.INTERRUPTED
+    failed = [r for r in records if r.status in ("oom", "error")]
+    return ExitStatus.CASES_FAILED if failed else ExitStatus.OK
+
+
+def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> ExitStatus:
+    """K runs of the suite, each in a fresh `python -m xfbench run` process appending to run_dir."""
+    import subprocess
+    import sys
+
+    worst = ExitStatus.OK
+    for i in range(1, repeat + 1):
+        argv = [sys.executable, "-m", "xfbench", "run", source, "--out", str(run_dir), "--repeat-index",
+                f"{i}/{repeat}", "--no-history", "--no-html"]
+        for flag, value in (("--device", over.device), ("--threads", over.threads), ("--max-time", over.max_time)):
+            if value is not None:
+                argv += [flag, str(value)]
+        if over.fake_clock:
+            argv.append("--fake-clock")
+        try:
+            rc = subprocess.run(argv).returncode
+        except KeyboardInterrupt:
+            rc = int(ExitStatus.INTERRUPTED)
+        if rc in (int(ExitStatus.INTERRUPTED), -2):
+            console.print(f"interrupted in repeat {i} of {repeat}: finished cases are in {run_dir}", markup=False)
+            return ExitStatus.INTERRUPTED
+        if rc == int(ExitStatus.CASES_FAILED):
+            worst = ExitStatus.CASES_FAILED
+        elif rc != 0:
+            console.print(f"repeat {i} of {repeat} exited with code {rc}; stopping (finished runs are in {run_dir})",
+                          markup=False)
+            return ExitStatus.BAD_INPUT if rc == int(ExitStatus.BAD_INPUT) else ExitStatus.CASES_FAILED
+    return worst
+
+
+def _finish(spec, run_dir: Path, console, status: ExitStatus, *, html: bool, history: bool, db, planned: set):
+    """Print the run's document, write its reports, record it into the history."""
+    from ..reports.document import build_document
+    from ..reports.markdown import render as render_markdown
+    from ..reports.render import generated_utc
+    from ..reports.select import latest
+    from ..reports.store import load_results
+    from ..reports.terminal import print_document
+    from ..reports.writer import write_output
+    from .sweep import write_html_report
+
+    run = load_results(run_dir)
+    print_document(build_document(run), console)
+    _between_runs(run, console)
+    console.print(f"results: {run_dir / 'results.jsonl'}", markup=False)
+    if html:
+        write_html_report(run, run_dir, console)
+    if spec.output.markdown:
+        path = write_output(render_markdown(run, generated_utc=generated_utc()), run_dir / "summary.md")
+        console.print(f"markdown: {path}", markup=False)
+    if spec.output.csv:
+        from ..reports.csv_report import render as render_csv
+
+        path = write_output(render_csv(run), run_dir / "results.csv")
+        console.print(f"csv: {path}", markup=False)
+    if history:
+        _record_history(run, run_dir, spec, db, console)
+    failed = [r for r in latest(run.records) if r.case_id in planned and r.status in ("oom", "error")]
+    if failed:
+        console.print(f"{len(failed)} cases failed (exit code 3)", markup=False)
+        return ExitStatus.CASES_FAILED
+    return status
+
+
+def _between_runs(run, console) -> None:
+    """With repeats: each case's spread between runs beside its within-run CI."""
+    from ..reports.repeats_table import repeats_table
+
+    table = repeats_table(run)
+    if table is not None:
+        from ..reports.terminal import print_table
+
+        print_table(table, console)
+
+
+def _record_history(run, run_dir: Path, spec, db, console) -> None:
+    """Record the run into the history database; a history that cannot be written loses nothing measured."""
+    import sqlite3
+
+    from ..reports.errors import BadInput
+    from ..reports.history import History, default_db_path
+
+    path = db or default_db_path()
+    try:
+        with History(path) as h:
+            added = h.record(run, source=str(run_dir), suite=spec.name)
+    except (BadInput, sqlite3.Error, OSError) as e:
+        console.print(f"history: not recorded ({e}); the results are complete", markup=False)
+        return
+    console.print(f"history: {added} results recorded in {path}", markup=False)

@@ -1,0 +1,124 @@
+"""Run a suite into one run folder: each suite case through its workload's own plan and executor.
+
+Every suite case becomes a segment of the run folder's results.jsonl (its own header, naming the
+suite, the suite case, its threshold and, under --repeat, which repeat it is), so a report, a
+compare and the history read each record's suite settings from the file alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from ..reports.errors import BadInput
+from ..reports.schema import Record, new_run_id
+from ..reports.store import RESULTS_NAME
+from .common import SharedOptions
+from .suite_file import Suite, case_plan
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteOverrides:
+    """What the command line changes in a suite's [run] settings (None: the suite's own).
+
+    Args:
+        device: run every case on this device.
+        threads: torch intra-op threads.
+        max_time: the timed phase's cap per case, in seconds.
+        fake_clock: the deterministic FakeClock (tests).
+    """
+
+    device: str | None = None
+    threads: int | None = None
+    max_time: float | None = None
+    fake_clock: bool = False
+
+
+def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, resume: bool) -> SharedOptions:
+    """The sweep options of suite case `index`: [run], then the case's own, then the command line."""
+    r, case = suite.run, suite.cases[index]
+    pick = lambda own, default: default if own is None else own  # noqa: E731
+    return SharedOptions(
+        device=over.device or r.device, out=out, resume=resume,
+        target_ci=pick(case.target_ci, r.target_ci),
+        max_time=over.max_time if over.max_time is not None else pick(case.max_time, r.max_time),
+        threads=over.threads if over.threads is not None else r.threads,
+        memory=pick(case.memory, r.memory), count_flops=pick(case.count_flops, r.count_flops),
+        calibrate=r.calibrate and not over.fake_clock, telemetry=r.telemetry, html=False,
+        fake_clock=over.fake_clock,
+    )
+
+
+def suite_plans(suite: Suite, over: SuiteOverrides) -> list[list]:
+    """Every suite case's Cases, built before anything runs: a bad case fails at once (BadInput)."""
+    from ..profilers.device import resolve_device
+    from ..workloads.launch import outside_job
+
+    device = over.device or suite.run.device
+    resolve_device(device)  # one clear line for a device this machine lacks
+    plans = [case_plan(suite, i, device) for i in range(len(suite.cases))]
+    if outside_job() is not None and any(c.workload == "parallel" for c in suite.cases):
+        raise BadInput(f"{suite.source}: a suite launches its own ranks; under torchrun/srun run `xfbench parallel`")
+    ids: dict[str, str] = {}
+    for case, plan in zip(suite.cases, plans, strict=True):
+        for c in plan:
+            if c.id in ids:
+                raise BadInput(f"{suite.source}: cases '{ids[c.id]}' and '{case.name}' both run {c.name} "
+                               "(a case belongs to one suite case)")
+            ids[c.id] = case.name
+    return plans
+
+
+def run_suite(
+    suite: Suite, run_dir: Path, *, over: SuiteOverrides = SuiteOverrides(), plans: list[list] | None = None,
+    resume: bool = False, repeat: tuple[int, int] = (1, 1), argv: list[str] | None = None, progress=None,
+    on_case=None,
+) -> list[Record]:
+    """Run every case of `suite` into run_dir/results.jsonl; returns the records measured.
+
+    Args:
+        suite: the validated suite.
+        run_dir: the run folder (created).
+        over: command-line overrides of the suite's [run] settings.
+        plans: suite_plans(suite, over), when the caller built them already.
+        resume: skip cases already finished in the results file.
+        repeat: (this repeat, of how many), recorded in each header.
+        progress: a runner Progress (the CLI's SweepProgress), or None.
+        on_case: called with (suite case, its number of cases to run) before each suite case.
+    """
+    from ..workloads.runner import pending_cases, run_plan
+
+    plans = plans if plans is not None else suite_plans(suite, over)
+    path = run_dir / RESULTS_NAME
+    suite_run = new_run_id()
+    records: list[Record] = []
+    for i, (case, plan) in enumerate(zip(suite.cases, plans, strict=True)):
+        shared = shared_options(suite, i, run_dir, over, resume)
+        todo = pending_cases(plan, path) if resume else plan
+        if on_case is not None:
+            on_case(case, len(todo))
+        if not todo:
+            continue
+        opts, execute = shared.run_options(), None
+        if case.workload == "parallel":  # its cases run as the ranks of launched jobs
+            from ..workloads.launch import LaunchExecutor
+            from .parallel import launch_job
+
+            opts = dataclasses.replace(opts, calibrate=False)
+            prior = _records(path) if resume else []
+            execute = LaunchExecutor(plan, launch_job(shared, pg_timeout=case.pg_timeout or 60.0), prior=prior)
+        header = {"suite": {
+            "name": suite.name, "source": suite.source, "case": case.name, "workload": case.workload,
+            "threshold": suite.threshold_of(case).model_dump(), "metric": suite.compare.metric,
+            "repeat": repeat[0], "repeats": repeat[1], "suite_run": suite_run,
+        }}
+        records += run_plan(todo, path, command=f"run {suite.name}", argv=argv if argv is not None else sys.argv[1:],
+                            opts=opts, progress=progress, execute=execute, header_fields=header)
+    return records
+
+
+def _records(path: Path) -> list[Record]:
+    from ..reports.store import load_results
+
+    return load_results(path).records if path.exists() else []

@@ -1,0 +1,232 @@
+"""`xfbench compare`, `ab` and `history` end to end: real A/A runs, a real planted slowdown, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from xfbench.reports.schema import Header, Record, TimeStats
+from xfbench.reports.store import ResultsWriter, load_results
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# Real cases steady enough on a 2-core CPU for a 10% change to show: one thread (two gave medians
+# up to 72% apart between processes), attention at N = 256 and 512.
+STEADY = """
+name = "steady"
+[run]
+device = "cpu"
+max_time = 0.3
+target_ci = 0.01
+threads = 1
+memory = false
+calibrate = false
+[compare]
+threshold = "5%"
+[[cases]]
+name = "attn"
+workload = "attention"
+seq_lens = [256, 512]
+impl = ["naive", "sdpa"]
+"""
+
+
+def _suite(tmp_path: Path) -> str:
+    path = tmp_path / "steady.toml"
+    path.write_text(STEADY)
+    return str(path)
+
+
+def _run(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> Path:
+    out = tmp_path / name
+    res = run_cli("run", _suite(tmp_path), "--out", str(out), "--no-html", *extra, env=env)
+    assert res.returncode == 0, res.stderr + res.stdout
+    return out
+
+
+def test_aa_real_runs_with_repeats_is_no_regression(tmp_path):
+    """The same code run twice, three fresh processes each: no regression at the default gate, and the
+    comparison says its noise came from the runs."""
+    base = _run(tmp_path, "base", "--repeat", "3")
+    same = _run(tmp_path, "same", "--repeat", "3")
+    aa = run_cli("compare", str(base), str(same))
+    assert aa.returncode == 0, aa.stdout + aa.stderr
+    assert "regression:" not in aa.stdout and "between-run t-test of 3+3 runs" in aa.stdout
+
+
+def test_ab_catches_a_planted_10pct_slowdown_and_names_the_case(tmp_path):
+    """`ab` with B a python whose every step truly busy-waits 10% of its own time after it
+    (XFBENCH_PLANT_SLOWDOWN): exit 1, the regression named, the Markdown and JSON say so."""
+    slow_python = tmp_path / "slow-python"
+    slow_python.write_text(f'#!/bin/sh\nXFBENCH_PLANT_SLOWDOWN=0.1 exec "{sys.executable}" "$@"\n')
+    slow_python.chmod(slow_python.stat().st_mode | stat.S_IEXEC)
+    md, js = tmp_path / "ab.md", tmp_path / "ab.json"
+    res = run_cli("ab", "--a", sys.executable, "--b", str(slow_python), _suite(tmp_path), "--rounds", "6",
+                  "--out", str(tmp_path / "ab"), "--markdown", str(md), "--json", str(js))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert res.stdout.count("round 6/6, side B") == 1
+    lines = [line for line in res.stdout.splitlines() if line.startswith("regression: ")]
+    assert lines and all(" · N=" in line and ": time +" in line and line.endswith(", slower") for line in lines), \
+        res.stdout
+    assert any(c["verdict"] == "slower" for c in json.loads(js.read_text())["cases"])
+    assert "regression" in md.read_text()
+    b = load_results(tmp_path / "ab" / "b")
+    assert all(r.info.get("planted_slowdown") == 0.1 for r in b.records)
+    assert not any(r.info.get("planted_slowdown") for r in load_results(tmp_path / "ab" / "a").records)
+
+
+def test_ab_refuses_a_python_without_xfbench(tmp_path):
+    res = run_cli("ab", "--a", sys.executable, "--b", str(tmp_path / "nope"), _suite(tmp_path))
+    assert res.returncode == 2 and "--b" in res.stderr and "Traceback" not in res.stderr
+
+
+# --- literal results files: exact verdicts, comparability, exports, history --------------------
+
+
+def _header(run_id: str, threads: int = 2) -> Header:
+    line = json.loads((FIXTURES / "report_attention.jsonl").read_text().splitlines()[0])
+    line["environment"]["torch_threads"] = threads
+    line["environment"]["calibration"] = None
+    return Header.model_validate({**line, "run_id": run_id})
+
+
+def _record(samples: list[float], run_id: str, case: str = "c1", size: int = 128) -> Record:
+    s = sorted(samples)
+    q = statistics.quantiles(s, n=10, method="inclusive")
+    q4 = statistics.quantiles(s, n=4, method="inclusive")
+    med = statistics.median(s)
+    time = TimeStats(
+        n=len(s), calls_per_sample=1, warmup_calls=1, median_s=med, mean_s=statistics.fmean(s), min_s=s[0],
+        max_s=s[-1], p10_s=q[0], p90_s=q[-1], iqr_s=q4[2] - q4[0], iqr_over_median=(q4[2] - q4[0]) / med,
+        ci_low_s=s[2], ci_high_s=s[-3], ci_rel=max(med - s[2], s[-3] - med) / med, target_ci_rel=0.02,
+        converged=True, total_s=sum(s), clock="perf_counter", samples_s=samples,
+    )
+    return Record(run_id=run_id, case_id=case, workload="attention", label="attention fwd", variant="naive",
+                  size=size, size_name="N", params={"seq_len": size}, device="cpu", status="ok", time=time,
+                  metrics={"tokens_per_call": size}, info={"threads": 2})
+
+
+def _write(path: Path, runs: list[tuple[str, list[Record]]], threads: int = 2) -> Path:
+    for run_id, records in runs:
+        with ResultsWriter(path, _header(run_id, threads)) as w:
+            for r in records:
+                r.info["threads"] = threads  # what the case ran with (compare reads it before the header's)
+                w.append(r)
+    return path
+
+
+def _samples(center: float, n: int = 20, spread: float = 0.01) -> list[float]:
+    """n samples spread evenly over center × [1 - spread, 1 + spread]: literal, no randomness."""
+    return [center * (1 - spread + 2 * spread * i / (n - 1)) for i in range(n)]
+
+
+def test_literal_runs_exact_verdicts_and_exports(tmp_path):
+    base = _write(tmp_path / "base.jsonl", [("r1", [_record(_samples(1e-3), "r1")])])
+    slow = _write(tmp_path / "slow.jsonl", [("r2", [_record(_samples(1.3e-3), "r2")])])
+    same = _write(tmp_path / "same.jsonl", [("r3", [_record(_samples(1e-3), "r3")])])
+    res = run_cli("compare", str(base), str(slow), "--json", str(tmp_path / "c.json"), "--github-benchmark",
+                  str(tmp_path / "gb.json"), "--markdown", str(tmp_path / "c.md"))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "regression: attention fwd · naive · N=128: time +30.0% [" in res.stdout
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert [c["verdict"] for c in data["cases"]] == ["slower"]
+    gb = json.loads((tmp_path / "gb.json").read_text())
+    assert gb[0]["unit"] == "s" and gb[0]["value"] == pytest.approx(1.3e-3)
+    assert "slower" in (tmp_path / "c.md").read_text()
+    res = run_cli("compare", str(base), str(same))
+    assert res.returncode == 0 and "same" in res.stdout
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda t: (t / "missing", t / "missing2"), "no results file at"),
+    (lambda t: (_write(t / "a.jsonl", [("r1", [_record(_samples(1e-3), "r1", case="x")])]),
+                _write(t / "b.jsonl", [("r2", [_record(_samples(1e-3), "r2", case="y")])])),
+     "no case in common to compare time: the baseline has 1 ok case (attention), the current has 1 ok case"),
+    (lambda t: (_write(t / "a.jsonl", [("r1", [_record(_samples(1e-3), "r1")])]),
+                _write(t / "b.jsonl", [("r2", [_record(_samples(1e-3), "r2")])], threads=1)),
+     "threads: 2 (baseline) vs 1 (current)"),
+])
+def test_compare_bad_input_is_one_line_exit_2(tmp_path, make, expected):
+    base, cur = make(tmp_path)
+    res = run_cli("compare", str(base), str(cur))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert expected in res.stderr and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_newer_schema_and_bad_options_exit_2(tmp_path):
+    base = _write(tmp_path / "a.jsonl", [("r1", [_record(_samples(1e-3), "r1")])])
+    newer = tmp_path / "newer.jsonl"
+    lines = base.read_text().splitlines()
+    head = json.loads(lines[0])
+    head["schema_version"] = 99
+    newer.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    for args, expected in (
+        ([str(base), str(newer)], "newer than this xfbench"),
+        ([str(base), str(base), "--threshold", "500%"], "--threshold: 500% is outside"),
+        ([str(base), str(base), "--metric", "speed"], "--metric: unknown value 'speed'"),
+        ([str(base)], "compare needs BASELINE and CURRENT"),
+        ([str(base), str(base), "--json", "-", "--markdown", "-"], "only one output can go to stdout"),
+    ):
+        res = run_cli("compare", *args)
+        assert res.returncode == 2, (args, res.stdout, res.stderr)
+        assert expected in res.stderr, (args, res.stderr)
+
+
+def test_different_threads_allowed_with_a_warning(tmp_path):
+    base = _write(tmp_path / "a.jsonl", [("r1", [_record(_samples(1e-3), "r1")])])
+    cur = _write(tmp_path / "b.jsonl", [("r2", [_record(_samples(1e-3), "r2")])], threads=1)
+    res = run_cli("compare", str(base), str(cur), "--allow-different-env")
+    assert res.returncode == 0, res.stderr
+    assert "warning: environments differ: threads: 2 (baseline) vs 1 (current)" in res.stdout
+
+
+def test_history_and_compare_against_history(tmp_path):
+    db = tmp_path / "h.sqlite"
+    past = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01]
+    for i, center in enumerate(past):
+        run_id = f"2026120{1 + i // 10}T00000{i}Z-1-aaaaa{i}"
+        path = _write(tmp_path / f"p{i}.jsonl", [(run_id, [_record(_samples(center * 1e-3), run_id)])])
+        from xfbench.reports.history import History
+        from xfbench.reports.store import load_results
+
+        with History(db) as h:
+            assert h.record(load_results(path), source=str(path)) == 1
+    res = run_cli("history", "--db", str(db), "--html", str(tmp_path / "trend.html"))
+    assert res.returncode == 0, res.stderr
+    assert "attention fwd · naive · N=128" in res.stdout and any(ch in res.stdout for ch in "▁▂▃▄▅▆▇█")
+    assert "<svg" in (tmp_path / "trend.html").read_text()
+    run_id = "20261203T000000Z-1-bbbbbb"
+    slow = _write(tmp_path / "slow.jsonl", [(run_id, [_record(_samples(1.3e-3), run_id)])])
+    res = run_cli("compare", "--against-history", str(slow), "--db", str(db))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "history band of 7 runs" in res.stdout
+    run_id = "20261203T000001Z-1-cccccc"
+    fine = _write(tmp_path / "fine.jsonl", [(run_id, [_record(_samples(1.0e-3), run_id)])])
+    assert run_cli("compare", "--against-history", str(fine), "--db", str(db)).returncode == 0
+    assert run_cli("history", "--db", str(tmp_path / "none.sqlite")).returncode == 2
+
+
+def test_gate_uses_the_history_band_when_there_are_no_repeats(tmp_path):
+    """A noisy history (±15% between runs) widens a single-run comparison's gate past a 10% change."""
+    db = tmp_path / "h.sqlite"
+    from xfbench.reports.history import History
+    from xfbench.reports.store import load_results
+
+    for i, center in enumerate([1.0, 1.15, 0.85, 1.1, 0.9, 1.05, 0.95]):
+        run_id = f"20261201T00000{i}Z-1-aaaaa{i}"
+        path = _write(tmp_path / f"p{i}.jsonl", [(run_id, [_record(_samples(center * 1e-3), run_id)])])
+        with History(db) as h:
+            h.record(load_results(path))
+    base = _write(tmp_path / "a.jsonl", [("ra", [_record(_samples(1e-3), "ra")])])
+    cur = _write(tmp_path / "b.jsonl", [("rb", [_record(_samples(1.1e-3), "rb")])])
+    res = run_cli("compare", str(base), str(cur), "--db", str(db))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "history band of" in res.stdout and "inconclusive" in res.stdout
+    assert os.path.exists(db)
