@@ -136,8 +136,7 @@ def _finish(spec, run_dir: Path, console, status: ExitStatus, *, html: bool, his
     from .sweep import write_html_report
 
     run = load_results(run_dir)
-    print_document(build_document(run), console)
-    _between_runs(run, console)
+    print_document(build_document(run), console)  # with repeats, its "Between runs" section too
     console.print(f"results: {run_dir / 'results.jsonl'}", markup=False)
     if html:
         write_html_report(run, run_dir, console)
@@ -156,17 +155,6 @@ def _finish(spec, run_dir: Path, console, status: ExitStatus, *, html: bool, his
         console.print(f"{len(failed)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED
     return status
-
-
-def _between_runs(run, console) -> None:
-    """With repeats: each case's spread between runs beside its within-run CI."""
-    from ..reports.repeats_table import repeats_table
-
-    table = repeats_table(run)
-    if table is not None:
-        from ..reports.terminal import print_table
-
-        print_table(table, console)
 
 
 def _record_history(run, run_dir: Path, spec, db, console) -> None:

@@ -88,7 +88,7 @@ WITHIN_ONLY = "within-run only: no between-run noise known; use --repeat or hist
 # Verdict words per metric: (better, worse).
 WORDS = {"time": ("faster", "slower"), "tokens_per_s": ("faster", "slower"), "peak_mem": ("smaller", "larger")}
 SAME, INCONCLUSIVE = "same", "inconclusive"
-COLUMNS = ("case", "baseline", "current", "change [CI]", "p", "gate", "FPR", "MDC", "verdict")
+COLUMNS = ("case", "runs", "baseline", "current", "change [CI]", "p", "gate", "FPR", "MDC", "verdict")
 
 
 @dataclass(frozen=True)
@@ -612,12 +612,13 @@ def comparison_table(cmp: Comparison) -> Table:
     """The comparison as a Table: case, baseline, current, change [CI], p, gate, FPR, MDC, verdict."""
     rows = []
     for c in cmp.cases:
-        runs = [f" ({n} runs)" if n > 1 else "" for n in (c.baseline_runs, c.current_runs)]
         unknown = "unknown: no between-run sd (within-run samples only)"
         rows.append([
-            Cell(c.name),
-            Cell(c.baseline, c.unit, suffix=runs[0]),
-            Cell(c.current, c.unit, suffix=runs[1]),
+            # the table's label on a line of its own: long labels would squeeze every number column
+            Cell(c.label, more=(Cell(f"{c.variant} · {c.size_name}={fmt_size(c.size)}"),), note=c.case_id),
+            Cell(f"{c.baseline_runs}+{c.current_runs}", note="runs (segments) measured on each side"),
+            Cell(c.baseline, c.unit),
+            Cell(c.current, c.unit),
             _change_cell(c),
             _p_cell(c),
             Cell(c.gate, "%", note=c.noise_source, status="warn" if c.noise_source == WITHIN_ONLY else None),

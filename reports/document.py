@@ -138,6 +138,15 @@ def _sections(run: RunResult, specs: list[Any]) -> list[Section]:
                 figures=[s for s in specs if s.workload == workload],
             )
         )
+    from .repeats_table import repeats_table
+
+    between = repeats_table(run)
+    if between is not None:  # `xfbench run --repeat K`: the noise one run's CI cannot show
+        sections.append(Section(
+            key="between-runs", title="Between runs", workload="between-runs",
+            intro=["cases measured in several runs (fresh processes): their spread beside one run's CI"],
+            tables=[between],
+        ))
     return sections
 
 

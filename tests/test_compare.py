@@ -395,7 +395,7 @@ def test_markdown_headline_and_table():
     md = compare_export.to_markdown(_slow())
     lines = md.splitlines()
     assert lines[0] == "## ❌ 1 regression in 1 case"
-    assert "| case | baseline | current | change \\[CI\\] | p | gate | FPR | MDC | verdict |" in lines
+    assert "| case | runs | baseline | current | change \\[CI\\] | p | gate | FPR | MDC | verdict |" in lines
     assert "❌ slower" in md
     assert f"- ❌ **{LABEL} · naive · N=128**: time +10.0% \\[+9.8%, +10.2%\\], p &lt; 0.0001, slower" in lines
     ok = compare_export.to_markdown(compare(one_run("b", tight(1e-3)), one_run("c", tight(1e-3))))
