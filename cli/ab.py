@@ -36,6 +36,14 @@ def ab(
     github_benchmark: Path | None = typer.Option(
         None, "--github-benchmark", help="Write B's results in github-action-benchmark's custom JSON format here."
     ),
+    allow_different_env: bool = typer.Option(
+        False, "--allow-different-env", help="Compare even when the two environments differ (e.g. torch versions)."
+    ),
+    alpha: float = typer.Option(0.002, "--alpha", min=1e-9, max=0.5, help="Mann-Whitney U level (see compare)."),
+    runs_alpha: float = typer.Option(
+        0.01, "--runs-alpha", min=1e-9, max=0.5, help="Between-run t-test level (see compare)."
+    ),
+    noise_k: float = typer.Option(1.0, "--noise-k", min=0.0, max=100.0, help="Gate = max(threshold, K x noise)."),
     fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
 ) -> ExitStatus:
     """Run a suite alternately under two Python environments (A B A B ...) and compare."""
@@ -76,13 +84,17 @@ def ab(
             if rc in (int(ExitStatus.INTERRUPTED), -2):
                 console.print(f"interrupted in round {r}, side {side}: finished runs are in {folder}", markup=False)
                 return ExitStatus.INTERRUPTED
-            if rc not in (0, int(ExitStatus.CASES_FAILED)):
+            if rc == int(ExitStatus.BAD_INPUT):  # e.g. the suite or an option that side's xfbench refuses
+                console.print(f"round {r}, side {side}: its xfbench refused the run (exit 2); stopping", markup=False)
+                return ExitStatus.BAD_INPUT
+            if rc not in (0, int(ExitStatus.CASES_FAILED)):  # it crashed: the runs so far are kept
                 console.print(f"round {r}, side {side} exited with code {rc}; stopping (runs so far are in {folder})",
                               markup=False)
-                return ExitStatus.BAD_INPUT
+                return ExitStatus.CASES_FAILED
     return compare_and_report(
         dirs["A"], dirs["B"], console=console, threshold=threshold, metric=metric, markdown=markdown,
-        json_out=json_out, github_benchmark=github_benchmark, names=("A", "B"),
+        json_out=json_out, github_benchmark=github_benchmark, names=("A", "B"), alpha=alpha,
+        runs_alpha=runs_alpha, noise_k=noise_k, allow_different_env=allow_different_env, history_noise=False,
     )
 
 

@@ -87,7 +87,8 @@ def compare_and_report(
     from ..reports.writer import STDOUT, write_output
     from .parse import parse_choices
 
-    to_stdout = [n for n, d in (("--markdown", markdown), ("--json", json_out)) if d is not None and str(d) == STDOUT]
+    outputs = (("--markdown", markdown), ("--json", json_out), ("--github-benchmark", github_benchmark))
+    to_stdout = [n for n, d in outputs if d is not None and str(d) == STDOUT]
     if len(to_stdout) > 1:
         raise BadInput(f"only one output can go to stdout ('-'), not {', '.join(to_stdout)}")
     cur = load_results(current)
@@ -101,9 +102,12 @@ def compare_and_report(
     user_threshold = _threshold(threshold) if threshold is not None else None
     if against_history:
         from ..reports.compare_history import compare_with_history
-        from ..reports.history import History
+        from ..reports.history import History, default_db_path
 
-        with History(db) as h:
+        path = db or default_db_path()
+        if not path.exists():
+            raise BadInput(f"no history database at {path} (`xfbench run` records every suite run there; or give --db)")
+        with History(path) as h:
             result = compare_with_history(cur, h, metric=metric, last=last, threshold=_rel(user_threshold),
                                           thresholds=_suite_thresholds(cur, user_threshold, None, metric))
         where = f"{current} against the history ({h.path})"
@@ -124,8 +128,13 @@ def compare_and_report(
     print_table(cmp_lib.comparison_table(result), out)
     for w in result.warnings:
         out.print(f"warning: {w}", markup=False)
+    for c in result.cases:  # the reason behind each verdict that is not a plain 'same'
+        if c.verdict == "inconclusive":
+            out.print(f"inconclusive: {c.name}: {c.why}", markup=False)
     for c in result.regressions:
         out.print(f"regression: {c.name}: {c.text}", markup=False)
+    for f in result.failed:
+        out.print(f"regression: {f}", markup=False)
     if markdown is not None:
         _write(write_output, compare_export.to_markdown(result), markdown, out, "markdown")
     if json_out is not None:
@@ -134,7 +143,7 @@ def compare_and_report(
         _write(write_output, compare_export.github_benchmark(cur, metric), github_benchmark, out,
                "github-action-benchmark")
     out.print(compare_export.headline(result), markup=False)
-    return ExitStatus.REGRESSION if result.regressions else ExitStatus.OK
+    return ExitStatus.REGRESSION if result.failing else ExitStatus.OK
 
 
 def _stderr_console():
@@ -153,8 +162,9 @@ def _threshold(text: str):
     from ..reports.errors import BadInput
     from .suite_file import parse_threshold
 
+    text = text.strip()
     try:
-        return parse_threshold(text.strip())
+        return parse_threshold(float(text) if text.replace(".", "", 1).isdigit() else text)
     except ValueError as e:
         raise BadInput(f"--threshold: {e}") from None
 
@@ -183,12 +193,10 @@ def _suite_thresholds(cur, user, base, metric: str) -> dict[str, float]:
     for r in cur.records:
         th = user
         if th is None:
-            spec = (cur.header_of(r).model_extra or {}).get("suite", {}).get("threshold")
-            if not spec:
+            spec = ((cur.header_of(r).model_extra or {}).get("suite") or {}).get("threshold")
+            th = _header_threshold(spec)
+            if th is None:
                 continue
-            from .suite_file import Threshold
-
-            th = Threshold(**spec)
         if th.rel is not None:
             out[r.case_id] = th.rel
         elif metric == "time" and r.case_id in ref:
@@ -200,12 +208,27 @@ def _suite_thresholds(cur, user, base, metric: str) -> dict[str, float]:
     return out
 
 
+def _header_threshold(spec):
+    """A suite case's threshold as its segment's header recorded it (None if absent or unreadable:
+    the default then applies)."""
+    from .suite_file import Threshold
+
+    if not isinstance(spec, dict):
+        return None
+    try:
+        th = Threshold.model_validate({k: spec.get(k) for k in ("rel", "abs_s")})
+    except ValueError:
+        return None
+    return th if th.rel is not None or th.abs_s is not None else None
+
+
 def _history_noise(base, cur, metric: str, db, last: int) -> dict:
     """case_id -> HistoryNoise from the history database (runs of the case on the current's machine,
     the two compared runs left out); empty when there is no database or too few runs."""
     import sqlite3
 
     from ..reports.compare import HistoryNoise
+    from ..reports.errors import BadInput
     from ..reports.history import History, default_db_path, fingerprint, noise_sd, recent_band
 
     path = db or default_db_path()
@@ -224,6 +247,9 @@ def _history_noise(base, cur, metric: str, db, last: int) -> dict:
                     values = [p.value for p in points]
                     sd = noise_sd(values) / abs(band.median) if band.median else None
                     out[r.case_id] = HistoryNoise(band.half_width_rel, band.n, sd)
-    except sqlite3.Error:
+    except (sqlite3.Error, BadInput) as e:  # history only widens gates: a broken database must not stop compare
+        import sys
+
+        print(f"xfbench: warning: history noise not used ({e})", file=sys.stderr)
         return {}
     return out

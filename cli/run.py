@@ -47,6 +47,9 @@ def run(
     if resume and repeat > 1:
         raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
     run_dir = out or default_run_dir(f"run-{spec.name}")
+    if repeat_index is None and not resume and (run_dir / "results.jsonl").exists():
+        # appended runs would count as repeats of this one in `compare`
+        raise BadInput(f"{run_dir} already holds results: give a new --out, or --resume to finish that run")
     console = make_console()
     total = sum(len(p) for p in plans)
     if repeat_index is not None:  # one repeat of a parent's --repeat: measure, append, leave the rest to it

@@ -71,6 +71,7 @@ def to_dict(cmp: Comparison) -> dict:
         "warnings": cmp.warnings,
         "only_baseline": cmp.only_baseline,
         "only_current": cmp.only_current,
+        "failed": cmp.failed,
         "cases": cases,
     }
 
@@ -85,16 +86,18 @@ def headline(cmp: Comparison) -> str:
     n, k = len(cmp.cases), len(cmp.regressions)
     what = f"{k} regression{'s' * (k != 1)}" if k else "no regressions"
     rest = ", ".join(f"{v} {word}" for word, v in list(cmp.summary.items())[2:] if v)
-    return f"{what} in {n} case{'s' * (n != 1)}" + (f" ({rest})" if rest else "")
+    failed = f"; {len(cmp.failed)} case{'s' * (len(cmp.failed) != 1)} now failing" if cmp.failed else ""
+    return f"{what} in {n} case{'s' * (n != 1)}" + (f" ({rest})" if rest else "") + failed
 
 
 def to_markdown(cmp: Comparison) -> str:
     """GitHub Markdown for a step summary or a pull-request comment: the headline, warnings, the table."""
-    mark = MARKS["bad"] if cmp.regressions else "✅"
+    mark = MARKS["bad"] if cmp.failing else "✅"
     lines = [f"## {mark} {escape(headline(cmp))}", ""]
     for c in cmp.regressions:
         lines.append(f"- {MARKS['bad']} **{escape(c.name)}**: {escape(c.text)}")
-    if cmp.regressions:
+    lines += [f"- {MARKS['bad']} **failing:** {escape(f)}" for f in cmp.failed]
+    if cmp.failing:
         lines.append("")
     if cmp.warnings:
         lines += [f"- {MARKS['warn']} **warning:** {escape(w)}" for w in cmp.warnings] + [""]

@@ -1,7 +1,8 @@
 """`xfbench compare --against-history RUN`: each case of a run against its past runs on the same machine.
 
 The baseline of a case is its history on the run's machine fingerprint (reports.history): the
-median of the last N runs' values, and their noise band, median ± 3×IQR (history.noise_band).
+median of its past runs since the last change point (at most the last N), and their noise band,
+median ± 3×IQR (history.recent_band).
 The history keeps one value per run, not samples, so there is no rank test here: the verdict
 compares the run's value (the median of its runs, with --repeat) with the history's median:
   gate = max(threshold, noise_k × band half-width / median);
@@ -21,7 +22,7 @@ from .between_runs import METRICS, check_metric, repeats
 from .compare import INCONCLUSIVE, NOISE_K, SAME, WORDS, CaseComparison, Comparison, case_name, pct, signed_pct
 from .compare_stats import CI_LEVEL, DEFAULT_ALPHA, expected_false_positive_rate, min_detectable_change
 from .errors import BadInput
-from .history import MIN_BAND_RUNS, History, fingerprint, noise_sd, recent_band
+from .history import MIN_BAND_RUNS, History, fingerprint, level_start, noise_sd, recent_band
 from .schema import RunResult
 
 HISTORY_METRIC = {"time": "time", "tokens_per_s": "tokens_per_s", "peak_mem": "peak_mem_bytes"}
@@ -44,15 +45,19 @@ def compare_with_history(
         fp = fingerprint(cur.header_of(rec).environment, rec.device)
         points = [p for p in history.series(cid, fp, last=last + len(skip), metric=HISTORY_METRIC[metric])
                   if p.run_id not in skip][-last:]
-        values = [p.value for p in points]
+        values = [p.value for p in points if p.value > 0]  # a ratio needs a positive past value
         if not values:
             no_history.append(case_name(rec.label, rec.variant, rec.size_name, rec.size))
             continue
         th = (thresholds or {}).get(cid, threshold)
-        base = statistics.median(values)
+        band = recent_band(values)  # the runs since the last change point
+        # The baseline is the current level: after an accepted step, the runs before it are history.
+        base = band.median if band is not None else statistics.median(values[level_start(values):])
+        if rep.median <= 0 or base <= 0:
+            no_history.append(case_name(rec.label, rec.variant, rec.size_name, rec.size))
+            continue
         ratio = rep.median / base
         w = sign * math.log(ratio)
-        band = recent_band(values)  # the runs since the last change point
         if band is None:
             gate, sd, source = th, None, f"history of {len(values)} runs: too few for a band ({MIN_BAND_RUNS})"
             verdict = INCONCLUSIVE
@@ -64,7 +69,8 @@ def compare_with_history(
             g = math.log1p(gate)
             verdict = words[1] if w > g else words[0] if w < -g else SAME
             where = "beyond" if abs(w) > g else "within"
-            why = (f"{signed_pct(ratio - 1)} from the median of {band.n} past runs, {where} the gate ±{pct(gate)} "
+            why = (f"{signed_pct(ratio - 1)} from the median of the {band.n} past runs at the current level, {where} "
+                   f"the gate ±{pct(gate)} "
                    f"(max of the threshold {pct(th)} and the band ±{pct(band.half_width_rel)}: median ± "
                    f"{band.fence:g}×IQR)")
         warnings = []

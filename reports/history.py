@@ -276,10 +276,12 @@ class History:
                 (fp, json.dumps(fingerprint_fields(env, r.device), sort_keys=True, default=str)),
             )
         # a run on one device type (the usual case) has one fingerprint; results keep their own
+        named = getattr(header, "suite", None)  # a suite run's header: {"name": ..., "case": ...}
+        suite = suite or (named.get("name") if isinstance(named, dict) else named if isinstance(named, str) else None)
         self._db.execute(
             "INSERT OR IGNORE INTO runs (run_id, created_utc, command, suite, fingerprint, environment, source, "
             "recorded_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (header.run_id, header.created_utc, header.command, suite or getattr(header, "suite", None),
+            (header.run_id, header.created_utc, header.command, suite,
              prints[records[0].device], json.dumps(env, sort_keys=True, default=str), source, recorded),
         )
         cur = self._db.executemany(

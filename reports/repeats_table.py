@@ -43,6 +43,6 @@ def repeats_table(run: RunResult) -> Table | None:
         notes=[
             "spread: (slowest - fastest) / median of the runs' medians, each run a fresh process; within-run "
             "CI: the latest run's 95% CI of the median (relative half-width); spread / CI above 2 (marked): a "
-            "single run's CI understates the noise, and `xfbench compare` gates on the spread",
+            "single run's CI understates the noise; `xfbench compare` then tests the runs' medians against each other",
         ],
     )

@@ -85,6 +85,11 @@ def repeated(name: str, centers: list[float], factor: float = 1.0) -> RunResult:
     return run(*[(header(f"{name}{i}"), [record(f"{name}{i}", tight(c * factor, 10))]) for i, c in enumerate(centers)])
 
 
+# A quiet history for case c1 (band ±1%, sd 0.5% over 20 runs): single runs may then be called
+# slower or faster; with within-run samples alone they never are (test_within_run_only_never_decides).
+QUIET = {"c1": HistoryNoise(0.01, 20, 0.005)}
+QUIET_SOURCE = "history band of 20 runs"
+
 # --- verdicts -------------------------------------------------------------------------------------
 
 
@@ -110,9 +115,19 @@ def test_a_a_interleaved_draws_are_the_same():
     assert cmp.cases[0].p > 0.5
 
 
-def test_a_clear_ten_percent_slowdown_is_slower_and_named():
+def test_within_run_only_never_decides():
+    """One run a side, no history: the samples differ plainly, but between-run noise is unknown."""
     base = tight(1e-3)
     cmp = compare(one_run("b", base), one_run("c", [1.1 * x for x in base]))
+    (c,) = cmp.cases
+    assert c.verdict == "inconclusive" and not c.regression and not cmp.failing
+    assert c.p == pytest.approx(2 / math.comb(40, 20)) and c.noise_source == WITHIN_ONLY
+    assert c.why.endswith(f"but {WITHIN_ONLY}: not called slower")
+
+
+def test_a_clear_ten_percent_slowdown_is_slower_and_named():
+    base = tight(1e-3)
+    cmp = compare(one_run("b", base), one_run("c", [1.1 * x for x in base]), history_noise=QUIET)
     (c,) = cmp.cases
     assert c.verdict == "slower" and c.regression
     assert [r.name for r in cmp.regressions] == [f"{LABEL} · naive · N=128"]
@@ -122,23 +137,23 @@ def test_a_clear_ten_percent_slowdown_is_slower_and_named():
     assert c.p == pytest.approx(2 / math.comb(40, 20))
     assert c.test == "Mann–Whitney U, two-sided, exact"
     assert c.text == "time +10.0% [+9.8%, +10.2%], p < 0.0001, slower"
-    assert c.gate == 0.05  # within-run fence 3 x IQR/median = 3 x 0.5% is below the threshold
-    assert c.noise_source == WITHIN_ONLY
-    assert c.fpr is None and c.mdc is None  # no between-run sd known
+    assert c.gate == 0.05  # the history band (1%) is below the threshold
+    assert c.noise_source == QUIET_SOURCE
+    assert c.fpr == pytest.approx(expected_false_positive_rate(0.05, 0.005))
     assert "lies beyond the gate (5%" in c.why
     assert cmp.summary["slower"] == 1
 
 
 def test_a_clear_speedup_is_faster():
     base = tight(1e-3)
-    cmp = compare(one_run("b", base), one_run("c", [x / 1.1 for x in base]))
+    cmp = compare(one_run("b", base), one_run("c", [x / 1.1 for x in base]), history_noise=QUIET)
     assert cmp.cases[0].verdict == "faster"
     assert cmp.regressions == []
 
 
 def test_tokens_per_s_falls_when_time_rises():
     base = tight(1e-3)
-    cmp = compare(one_run("b", base), one_run("c", [1.1 * x for x in base]), metric="tokens_per_s")
+    cmp = compare(one_run("b", base), one_run("c", [1.1 * x for x in base]), metric="tokens_per_s", history_noise=QUIET)
     (c,) = cmp.cases
     assert (c.verdict, c.unit) == ("slower", "tok/s")
     assert c.ratio == pytest.approx(1 / 1.1, rel=1e-12)
@@ -168,8 +183,10 @@ def test_ten_percent_within_a_25_percent_between_run_spread_is_inconclusive():
     assert "more runs would tell" in c.why
     sigma = pooled_log_sd([[1.0, 1.3, 1.2], [1.1, 1.43, 1.32]])
     assert c.noise_sd_rel == pytest.approx(sigma)
-    assert c.fpr == pytest.approx(expected_false_positive_rate(c.gate, sigma, 3, 3))
-    assert c.mdc == pytest.approx(min_detectable_change(c.gate, sigma, n_a=3, n_b=3))
+    assert c.fpr == 0.01 / 2  # the t-test's own bound: an A/A alarm needs t beyond its alpha/2 quantile
+    hw = stats.t.ppf(0.975, 4) * se
+    need = max(math.log1p(c.gate), math.log1p(0.05) + hw)  # the critical change, and the CI clear of 5%
+    assert c.mdc == pytest.approx(math.expm1(need + stats.norm.ppf(0.8) * se), rel=1e-9)
     assert cmp.regressions == []
 
 
@@ -185,14 +202,14 @@ def test_ten_percent_over_quiet_runs_is_slower():
 
 def test_the_same_ten_percent_on_one_run_each_would_be_slower():
     # The per-run medians the test above hides in between-run noise, seen as single runs.
-    cmp = compare(one_run("b", tight(1.2e-3, 10)), one_run("c", tight(1.32e-3, 10)))
+    cmp = compare(one_run("b", tight(1.2e-3, 10)), one_run("c", tight(1.32e-3, 10)), history_noise=QUIET)
     assert cmp.cases[0].verdict == "slower"
 
 
 def test_history_noise_widens_the_gate():
     base = tight(1e-3)
     cur = [1.1 * x for x in base]
-    plain = compare(one_run("b", base), one_run("c", cur))
+    plain = compare(one_run("b", base), one_run("c", cur), history_noise=QUIET)
     assert plain.cases[0].verdict == "slower"
     cmp = compare(one_run("b", base), one_run("c", cur), history_noise={"c1": 0.15})
     (c,) = cmp.cases
@@ -370,7 +387,7 @@ def test_metric_samples_and_values():
 
 def _slow():
     base = tight(1e-3)
-    return compare(one_run("b", base), one_run("c", [1.1 * x for x in base]))
+    return compare(one_run("b", base), one_run("c", [1.1 * x for x in base]), history_noise=QUIET)
 
 
 def test_comparison_table_cells_are_typed():
@@ -382,13 +399,13 @@ def test_comparison_table_cells_are_typed():
     assert cells["baseline"].unit == "s" and cells["baseline"].value == pytest.approx(1e-3, rel=1e-3)
     assert cells["change [CI]"].text == "+10.0% [+9.8%, +10.2%]"
     assert cells["p"].text == "< 0.0001"
-    assert cells["gate"].text == "5.0%" and cells["gate"].note == WITHIN_ONLY
-    assert cells["FPR"].value is None and "unknown" in cells["FPR"].note
+    assert cells["gate"].text == "5.0%" and cells["gate"].note == QUIET_SOURCE
+    assert cells["FPR"].value == pytest.approx(expected_false_positive_rate(0.05, 0.005))
     assert any("Mann–Whitney U" in n for n in t.notes)
     assert any("Hodges–Lehmann on log values" in n for n in t.notes)
     assert any("alpha = 0.002" in n for n in t.notes)
     assert any(n.startswith("gate = max(threshold 5%, 1 × noise)") for n in t.notes)
-    assert f"noise: {WITHIN_ONLY} (1 case)" in t.notes
+    assert f"noise: {QUIET_SOURCE} (1 case)" in t.notes
 
 
 def test_markdown_headline_and_table():
@@ -407,14 +424,14 @@ def test_json_has_a_schema_and_stable_keys():
     assert data["schema"] == compare_export.COMPARE_SCHEMA == "xfbench.compare/1"
     assert list(data) == [
         "schema", "metric", "threshold", "alpha", "noise_k", "ci_level", "baseline_runs", "current_runs",
-        "summary", "regressions", "differences", "warnings", "only_baseline", "only_current", "cases",
+        "summary", "regressions", "differences", "warnings", "only_baseline", "only_current", "failed", "cases",
     ]
     (case,) = data["cases"]
     assert list(case) == list(compare_export._CASE_KEYS)
     assert (case["verdict"], case["regression"], case["case_id"]) == ("slower", True, "c1")
     assert data["regressions"] == ["c1"]
     assert case["ratio"] == pytest.approx(1.1)
-    assert case["fpr"] is None
+    assert case["fpr"] == pytest.approx(expected_false_positive_rate(0.05, 0.005))
     assert data["baseline_runs"] == ["b"] and data["current_runs"] == ["c"]
 
 
@@ -454,9 +471,13 @@ def test_a_real_results_file_against_itself_and_a_slowed_copy():
     (slowed,) = [r for r in cur.records if r.variant == "naive" and r.size == 256]
     slowed.time.samples_s = [1.2 * s for s in slowed.time.samples_s]
     slowed.time.median_s *= 1.2
-    cmp = compare(base, cur)
+    cmp = compare(base, cur)  # one run a side: nothing decided on within-run samples alone
+    assert cmp.regressions == [] and cmp.summary["inconclusive"] >= 1
+    quiet = {r.case_id: HistoryNoise(0.01, 20, 0.005) for r in base.records}
+    cmp = compare(base, cur, history_noise=quiet)
     assert [c.case_id for c in cmp.regressions] == [slowed.case_id]
-    assert cmp.summary["same"] == 15
+    # the rest: same where their CI lies within ±5%, else inconclusive (wide CIs against a 5% gate)
+    assert cmp.summary["same"] + cmp.summary["inconclusive"] == 15 and cmp.summary["faster"] == 0
 
 
 def test_a_zero_peak_has_no_relative_change_and_is_left_out():

@@ -61,24 +61,31 @@ def test_aa_real_runs_with_repeats_is_no_regression(tmp_path):
     assert "regression:" not in aa.stdout and "between-run t-test of 3+3 runs" in aa.stdout
 
 
-def test_ab_catches_a_planted_10pct_slowdown_and_names_the_case(tmp_path):
-    """`ab` with B a python whose every step truly busy-waits 10% of its own time after it
+# The planted slowdown of the tests: real (every step busy-waits this share of its own time), and
+# beyond what this VM's noise between runs reaches (sd up to ~10%, bursts of seconds), so the test
+# is deterministic. Whether a 10% slowdown is caught is a statistical property of the machine:
+# bench/detection.py measures its rate (and the false alarms) with real runs.
+PLANTED = "0.3"
+
+
+def test_ab_catches_a_planted_slowdown_and_names_the_case(tmp_path):
+    """`ab` with B a python whose every step truly busy-waits 30% of its own time after it
     (XFBENCH_PLANT_SLOWDOWN): exit 1, the regression named, the Markdown and JSON say so."""
     slow_python = tmp_path / "slow-python"
-    slow_python.write_text(f'#!/bin/sh\nXFBENCH_PLANT_SLOWDOWN=0.1 exec "{sys.executable}" "$@"\n')
+    slow_python.write_text(f'#!/bin/sh\nXFBENCH_PLANT_SLOWDOWN={PLANTED} exec "{sys.executable}" "$@"\n')
     slow_python.chmod(slow_python.stat().st_mode | stat.S_IEXEC)
     md, js = tmp_path / "ab.md", tmp_path / "ab.json"
-    res = run_cli("ab", "--a", sys.executable, "--b", str(slow_python), _suite(tmp_path), "--rounds", "6",
+    res = run_cli("ab", "--a", sys.executable, "--b", str(slow_python), _suite(tmp_path), "--rounds", "4",
                   "--out", str(tmp_path / "ab"), "--markdown", str(md), "--json", str(js))
     assert res.returncode == 1, res.stdout + res.stderr
-    assert res.stdout.count("round 6/6, side B") == 1
+    assert res.stdout.count("round 4/4, side B") == 1
     lines = [line for line in res.stdout.splitlines() if line.startswith("regression: ")]
     assert lines and all(" · N=" in line and ": time +" in line and line.endswith(", slower") for line in lines), \
         res.stdout
     assert any(c["verdict"] == "slower" for c in json.loads(js.read_text())["cases"])
     assert "regression" in md.read_text()
     b = load_results(tmp_path / "ab" / "b")
-    assert all(r.info.get("planted_slowdown") == 0.1 for r in b.records)
+    assert all(r.info.get("planted_slowdown") == float(PLANTED) for r in b.records)
     assert not any(r.info.get("planted_slowdown") for r in load_results(tmp_path / "ab" / "a").records)
 
 
@@ -127,10 +134,16 @@ def _samples(center: float, n: int = 20, spread: float = 0.01) -> list[float]:
     return [center * (1 - spread + 2 * spread * i / (n - 1)) for i in range(n)]
 
 
+def _runs(path: Path, name: str, centers: list[float]) -> Path:
+    """One segment (run) per center, each with tight literal samples around it."""
+    return _write(path, [(f"{name}{i}", [_record(_samples(c), f"{name}{i}")]) for i, c in enumerate(centers)])
+
+
 def test_literal_runs_exact_verdicts_and_exports(tmp_path):
-    base = _write(tmp_path / "base.jsonl", [("r1", [_record(_samples(1e-3), "r1")])])
-    slow = _write(tmp_path / "slow.jsonl", [("r2", [_record(_samples(1.3e-3), "r2")])])
-    same = _write(tmp_path / "same.jsonl", [("r3", [_record(_samples(1e-3), "r3")])])
+    quiet = [1.00e-3, 1.01e-3, 0.99e-3]  # three runs a side, 1% apart
+    base = _runs(tmp_path / "base.jsonl", "b", quiet)
+    slow = _runs(tmp_path / "slow.jsonl", "s", [1.3 * c for c in quiet])
+    same = _runs(tmp_path / "same.jsonl", "a", quiet[::-1])
     res = run_cli("compare", str(base), str(slow), "--json", str(tmp_path / "c.json"), "--github-benchmark",
                   str(tmp_path / "gb.json"), "--markdown", str(tmp_path / "c.md"))
     assert res.returncode == 1, res.stdout + res.stderr
@@ -142,6 +155,20 @@ def test_literal_runs_exact_verdicts_and_exports(tmp_path):
     assert "slower" in (tmp_path / "c.md").read_text()
     res = run_cli("compare", str(base), str(same))
     assert res.returncode == 0 and "same" in res.stdout
+    one = _write(tmp_path / "one.jsonl", [("o", [_record(_samples(1.3e-3), "o")])])
+    res = run_cli("compare", str(_write(tmp_path / "b1.jsonl", [("p", [_record(_samples(1e-3), "p")])])), str(one))
+    assert res.returncode == 0 and "not called slower" in res.stdout  # one run a side decides nothing
+
+
+def test_a_case_that_now_fails_is_a_regression(tmp_path):
+    base = _runs(tmp_path / "base.jsonl", "b", [1e-3, 1e-3])
+    cur = tmp_path / "cur.jsonl"
+    rec = _record(_samples(1e-3), "c").model_copy(update={"status": "oom", "time": None, "reason": "OutOfMemory"})
+    _write(cur, [("c", [rec, _record(_samples(1e-3), "c", case="c2")])])
+    _write(base, [("b9", [_record(_samples(1e-3), "b9", case="c2")])])
+    res = run_cli("compare", str(base), str(cur))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "regression: attention fwd · naive · N=128: ok in the baseline, oom now (OutOfMemory)" in res.stdout
 
 
 @pytest.mark.parametrize("make, expected", [
