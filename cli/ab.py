@@ -70,7 +70,7 @@ def ab(
     for r in range(1, rounds + 1):
         for side in ("A", "B"):
             argv = [pythons[side], "-m", "xfbench", "run", source, "--out", str(dirs[side]), "--repeat-index",
-                    f"{r}/{rounds}", "--no-history", "--no-html"]
+                    f"{r}/{rounds}", "--interleaved", "--no-history", "--no-html"]
             for flag, value in (("--device", device), ("--threads", threads), ("--max-time", max_time)):
                 if value is not None:
                     argv += [flag, str(value)]

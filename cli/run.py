@@ -31,6 +31,7 @@ def run(
     html: bool | None = typer.Option(None, "--html/--no-html", help="Write report.html [default: the suite's]."),
     fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
     repeat_index: str | None = typer.Option(None, "--repeat-index", hidden=True, help="I/K: one repeat (a child)."),
+    interleaved: bool = typer.Option(False, "--interleaved", hidden=True, help="A round of `xfbench ab`."),
 ) -> ExitStatus:
     """Run a suite (built-in or a TOML file) into one run folder, with one report."""
     from ..reports.errors import BadInput
@@ -55,7 +56,7 @@ def run(
     if repeat_index is not None:  # one repeat of a parent's --repeat: measure, append, leave the rest to it
         index = _repeat_index(repeat_index)
         console.print(f"repeat {index[0]} of {index[1]}: suite {spec.name}, {total} cases", markup=False)
-        return _measure(spec, run_dir, over, plans, console, resume=False, repeat=index)
+        return _measure(spec, run_dir, over, plans, console, resume=False, repeat=index, interleaved=interleaved)
     console.print(f"xfbench run {spec.name}: {len(spec.cases)} suite cases, {total} cases"
                   + (f", {repeat} repeats in fresh processes" if repeat > 1 else "")
                   + f" -> {run_dir / 'results.jsonl'}", markup=False)
@@ -78,7 +79,7 @@ def _repeat_index(text: str) -> tuple[int, int]:
     return int(i), int(k)
 
 
-def _measure(spec, run_dir, over, plans, console, *, resume, repeat) -> ExitStatus:
+def _measure(spec, run_dir, over, plans, console, *, resume, repeat, interleaved=False) -> ExitStatus:
     """One run of the suite in this process."""
     from .console import SweepProgress
     from .suite_run import run_suite
@@ -89,7 +90,7 @@ def _measure(spec, run_dir, over, plans, console, *, resume, repeat) -> ExitStat
     try:
         with SweepProgress(console) as progress:
             records = run_suite(spec, run_dir, over=over, plans=plans, resume=resume, repeat=repeat,
-                                progress=progress, on_case=announce)
+                                progress=progress, on_case=announce, interleaved=interleaved)
     except KeyboardInterrupt:
         console.print(f"interrupted: finished cases are in {run_dir / 'results.jsonl'}", markup=False)
         return ExitStatus.INTERRUPTED

@@ -272,7 +272,8 @@ def _first_error(e: ValidationError) -> str:
     elif err["type"] == "union_tag_not_found":
         msg = "missing key 'workload' (attention, model or parallel)"
     where = _where(err["loc"])
-    others = {_where(x["loc"]) for x in errors[1:]} - {where}  # a union's other member fails at the same key
+    # a union's other member (a list, or the command's own text form) fails at the same key
+    others = {w for w in (_where(x["loc"]) for x in errors[1:]) if not where.startswith(w)}
     more = f" (and {len(others)} more)" if others else ""
     return f"{where}: {msg}{more}" if where else f"{msg}{more}"
 

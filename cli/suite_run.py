@@ -73,7 +73,7 @@ def suite_plans(suite: Suite, over: SuiteOverrides) -> list[list]:
 def run_suite(
     suite: Suite, run_dir: Path, *, over: SuiteOverrides = SuiteOverrides(), plans: list[list] | None = None,
     resume: bool = False, repeat: tuple[int, int] = (1, 1), argv: list[str] | None = None, progress=None,
-    on_case=None,
+    on_case=None, interleaved: bool = False,
 ) -> list[Record]:
     """Run every case of `suite` into run_dir/results.jsonl; returns the records measured.
 
@@ -86,6 +86,8 @@ def run_suite(
         repeat: (this repeat, of how many), recorded in each header.
         progress: a runner Progress (the CLI's SweepProgress), or None.
         on_case: called with (suite case, its number of cases to run) before each suite case.
+        interleaved: this run is round `repeat[0]` of an `xfbench ab`, which ran the other side's
+            round next to it in time: compare may pair the two rounds (drift cancels in the pair).
     """
     from ..workloads.runner import pending_cases, run_plan
 
@@ -111,7 +113,7 @@ def run_suite(
         header = {"suite": {
             "name": suite.name, "source": suite.source, "case": case.name, "workload": case.workload,
             "threshold": suite.threshold_of(case).model_dump(), "metric": suite.compare.metric,
-            "repeat": repeat[0], "repeats": repeat[1], "suite_run": suite_run,
+            "repeat": repeat[0], "repeats": repeat[1], "suite_run": suite_run, "interleaved": interleaved,
         }}
         records += run_plan(todo, path, command=f"run {suite.name}", argv=argv if argv is not None else sys.argv[1:],
                             opts=opts, progress=progress, execute=execute, header_fields=header)

@@ -11,9 +11,12 @@ Per case (time, tokens_per_s):
   - with >= 2 runs on BOTH sides the runs are the unit instead (samples inside one run cannot see
     what moves between runs): the change is the ratio of geometric means of per-run values, its
     CI the 95% t-interval and p Student's two-sample t-test (pooled variance) on log per-run
-    values (compare_stats.runs_test); the noise is the critical change, the smallest change
-    significant at alpha over those runs; "slower" needs p < alpha, the change beyond the gate
-    and the CI's lower bound beyond the threshold (_verdict_runs), the t-test at RUNS_ALPHA
+    values (compare_stats.runs_test), or, when the two sides are the rounds of one `xfbench ab`
+    (headers: suite.interleaved), the paired t-test on each round's log ratio
+    (compare_stats.paired_runs_test: drift over the job cancels within a round); the noise is
+    the critical change, the smallest change significant at alpha over those runs; "slower"
+    needs p < alpha, the change beyond the gate and the CI's lower bound beyond the threshold
+    (_verdict_runs), the t-test at RUNS_ALPHA
     (0.01; see there for why, and what it gave in simulation).
   - gate = max(threshold, noise_k x noise), noise the first known of
       1. between-run: the critical change above, when BOTH sides have >= 2 runs (peak_mem, which
@@ -21,9 +24,11 @@ Per case (time, tokens_per_s):
       2. history: history_noise[case_id], the relative band half-width a run of unchanged code
          falls within, computed by the caller (e.g. from the SQLite history);
       3. within-run only: WITHIN_RUN_FENCE x IQR/median of the pooled samples (the larger
-         side), flagged: samples of one run cannot see between-run variance.
-  - verdict, with changes measured in log space in the metric's worse direction (time up,
-    tokens/s down), so a gate g is symmetric: worse beyond log(1 + g), better beyond -log(1 + g):
+         side), flagged: samples of one run cannot see between-run variance, so on this path a
+         slower/faster verdict becomes inconclusive (one run a side decides nothing).
+  - verdict (one run a side; between runs see _verdict_runs), with changes measured in log
+    space in the metric's worse direction (time up, tokens/s down), so a gate g is symmetric:
+    worse beyond log(1 + g), better beyond -log(1 + g):
       slower: p < alpha, the CI's bound nearer zero beyond +gate, and the estimate too;
       faster: the same on the better side;
       same: the whole CI within ±gate, and, if p < alpha, within ±threshold too (a significant
@@ -36,9 +41,10 @@ peak_mem has one value per run and no samples: no test and no CI; the verdict co
 ratio of per-run medians with the gate (between-run or history noise, else the threshold alone).
 Its verdict words are larger/smaller in place of slower/faster.
 
-The gate model (compare_stats.expected_false_positive_rate, min_detectable_change) needs the
-sd of log per-run values, sigma: pooled over both sides' runs, or the history's; with
-within-run samples only it is unknown, and FPR and MDC are None.
+The gate model: between runs, the FPR is the t-test's own bound alpha/2 and the MDC the change
+that clears both the critical change and threshold + the CI half-width with 80% power; with a
+history band, compare_stats.expected_false_positive_rate and min_detectable_change with the
+history's sd; with within-run samples only, sigma is unknown and FPR and MDC are None.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from .compare_stats import (
     iqr_rel,
     mann_whitney,
     min_detectable_change,
+    paired_runs_test,
     pooled_log_sd,
     ratio_ci,
     runs_test,
@@ -438,6 +445,7 @@ def _verdict_runs(
 def _compare_case(
     b: Repeats, c: Repeats, metric: str, threshold: float, alpha: float, noise_k: float,
     history: HistoryNoise | float | None, runs_alpha: float | None = None,
+    paired: tuple[list[float], list[float]] | None = None,
 ) -> CaseComparison:
     info = METRICS[metric]
     words = WORDS[metric]
@@ -451,10 +459,12 @@ def _compare_case(
     ci_low = ci_high = ci_level = coverage = p = test = None
     runs = None
     if has_samples and between:  # the runs are the unit: a t-test on per-run log values
-        runs = runs_test(list(b.values), list(c.values))
+        runs = paired_runs_test(*paired) if paired else runs_test(list(b.values), list(c.values))
         alpha = RUNS_ALPHA if runs_alpha is None else runs_alpha
         critical = runs.half_width(1 - alpha)  # the smallest log change significant at alpha
-        noise = _Noise(math.expm1(critical), runs.sd, f"between-run t-test of {b.n_runs}+{c.n_runs} runs",
+        source = (f"between-run paired t-test of {b.n_runs} interleaved rounds" if paired
+                  else f"between-run t-test of {b.n_runs}+{c.n_runs} runs")
+        noise = _Noise(math.expm1(critical), runs.sd, source,
                        f"the between-run noise (a change below ±{pct(math.expm1(critical))} is not significant "
                        f"over {b.n_runs}+{c.n_runs} runs)")
         gate = max(threshold, noise_k * noise.rel)
@@ -462,7 +472,8 @@ def _compare_case(
         hw = runs.half_width(CI_LEVEL)
         ratio, p = math.exp(runs.d), runs.p
         ci_low, ci_high, ci_level, coverage = math.exp(runs.d - hw), math.exp(runs.d + hw), CI_LEVEL, CI_LEVEL
-        test = f"Student's t on log per-run values, pooled variance, {runs.dof} dof (between runs)"
+        test = (f"Student's paired t on log ratios of interleaved rounds, {runs.dof} dof (between runs)" if paired
+                else f"Student's t on log per-run values, pooled variance, {runs.dof} dof (between runs)")
         w_lo, w_hi = sorted((sign * (runs.d - hw), sign * (runs.d + hw)))
         ci = f"[{signed_pct(ci_low - 1)}, {signed_pct(ci_high - 1)}]"
         verdict, why = _verdict_runs(w_lo, w_hi, sign * runs.d, p, g, t, alpha, words, ci, b.n_runs, c.n_runs)
@@ -526,6 +537,31 @@ def _compare_case(
 # --- the comparison ---------------------------------------------------------------------------
 
 
+def _rounds(run: RunResult, rep: Repeats) -> list[int] | None:
+    """The `xfbench ab` round of each of a case's runs (None unless every run is an interleaved round)."""
+    out = []
+    for r in rep.records:
+        try:
+            suite = (run.header_of(r).model_extra or {}).get("suite") or {}
+        except KeyError:
+            return None
+        if not (isinstance(suite, dict) and suite.get("interleaved") and isinstance(suite.get("repeat"), int)):
+            return None
+        out.append(suite["repeat"])
+    return out if len(set(out)) == len(out) else None
+
+
+def _paired(base: RunResult, cur: RunResult, b: Repeats, c: Repeats) -> tuple[list[float], list[float]] | None:
+    """Both sides' per-run values in round order when they are the rounds of one `xfbench ab` (each
+    round ran A then B, next to each other in time), else None (the runs are then unpaired)."""
+    rb, rc = _rounds(base, b), _rounds(cur, c)
+    if rb is None or rc is None or sorted(rb) != sorted(rc) or len(rb) < 2:
+        return None
+    vb, vc = dict(zip(rb, b.values, strict=True)), dict(zip(rc, c.values, strict=True))
+    order = sorted(rb)
+    return [vb[i] for i in order], [vc[i] for i in order]
+
+
 def _side(name: str, reps: dict[str, Repeats], metric: str) -> str:
     workloads = sorted({r.workload for rep in reps.values() for r in rep.records})
     if not reps:
@@ -582,7 +618,7 @@ def compare(
     history_noise = history_noise or {}
     cases = [
         _compare_case(rb[cid], rc[cid], metric, (thresholds or {}).get(cid, threshold), alpha, noise_k,
-                      history_noise.get(cid), runs_alpha)
+                      history_noise.get(cid), runs_alpha, _paired(base, cur, rb[cid], rc[cid]))
         for cid in common
     ]
 
@@ -657,6 +693,17 @@ def comparison_table(cmp: Comparison) -> Table:
         notes.append("one value per run: no test and no CI; the verdict compares per-run medians with the gate")
     else:
         runs = any(c.test and "between runs" in c.test for c in cmp.cases)
+        paired = any(c.test and "paired" in c.test for c in cmp.cases)
+        if runs:
+            how = ("Student's paired t-test on the log ratio of each interleaved `xfbench ab` round" if paired
+                   else "Student's two-sample t-test (pooled variance) on log per-run values")
+            notes.append(
+                f"with >= 2 runs on both sides (the runs are the unit): change = ratio of the geometric means of "
+                f"per-run values, [CI] its {cmp.ci_level:.0%} t-interval, p {how}, significant below alpha = "
+                f"{cmp.runs_alpha:g}; the noise is the critical change, the smallest significant over those runs; "
+                f"FPR: the test's own bound alpha/2; MDC: the change that clears both the critical change and the "
+                f"threshold + the CI's half-width with 80% power"
+            )
         pooled = any(c.test and "Mann" in c.test for c in cmp.cases)
         if runs:
             notes.append(
@@ -677,9 +724,9 @@ def comparison_table(cmp: Comparison) -> Table:
         "between-run critical change (both sides >= 2 runs), the history band (median ± 3×IQR of past runs), "
         f"{WITHIN_RUN_FENCE:g}×IQR/median of the samples (within-run only: cannot see between-run noise)",
         *(f"noise: {src} ({n} case{'s' * (n != 1)})" for src, n in _count(c.noise_source for c in cmp.cases)),
-        "FPR: expected share of A/A comparisons flagged at the gate, 1 - Φ(log(1+gate) / (σ·√(1/n_a + 1/n_b))), "
-        "σ = sd of log per-run values (between runs or history), n_a, n_b runs a side; MDC: the smallest change "
-        "caught with 80% power, exp(log(1+gate) + z(0.8)·σ·√(1/n_a + 1/n_b)) - 1; '-' where σ is unknown",
+        "FPR (one run a side, with a history band): expected share of A/A comparisons flagged at the gate, "
+        "1 - Φ(log(1+gate) / (σ√2)), σ = the history's sd of log per-run values; MDC: the smallest change caught "
+        "with 80% power, exp(log(1+gate) + z(0.8)·σ√2) - 1; '-' where σ is unknown (within-run only)",
         f"verdict: {worse} = p < alpha, the change beyond the gate and its CI beyond the threshold; {better} = the "
         f"same on the other side; {SAME} = the CI within ±gate (between runs: within ±threshold); else "
         f"{INCONCLUSIVE} (the cell says why)",

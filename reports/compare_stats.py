@@ -390,6 +390,22 @@ class RunsTest:
         return t_ppf(0.5 + level / 2, self.dof) * self.se if self.se > 0 else 0.0
 
 
+def paired_runs_test(a: list[float], b: list[float]) -> RunsTest:
+    """Student's paired t-test on log(b_i / a_i): round i of each side ran next to each other in
+    time (`xfbench ab`), so the machine's drift over the job cancels in each pair's ratio. d is the
+    mean log ratio, se = sd(log ratios) / sqrt(n), n - 1 degrees of freedom."""
+    if len(a) != len(b) or len(a) < 2:
+        raise BadInput("a paired between-run test needs the same number (>= 2) of runs on each side")
+    if min(a) <= 0 or min(b) <= 0:
+        raise BadInput("a between-run test needs positive values (times, rates)")
+    diffs = [math.log(y) - math.log(x) for x, y in zip(a, b, strict=True)]
+    d, dof = statistics.fmean(diffs), len(diffs) - 1
+    sd = statistics.stdev(diffs) / math.sqrt(2)  # per-run noise: each difference holds two runs' noise
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    p = (1.0 if d == 0 else 0.0) if se == 0 else min(1.0, 2 * t_sf(abs(d) / se, dof))
+    return RunsTest(d, se, dof, sd, p, len(a), len(b))
+
+
 def runs_test(a: list[float], b: list[float]) -> RunsTest:
     """Student's two-sample t-test (pooled variance) on the logs of per-run values, >= 2 a side."""
     if len(a) < 2 or len(b) < 2:

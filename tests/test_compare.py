@@ -224,6 +224,26 @@ def test_history_noise_widens_the_gate():
     assert c.mdc == pytest.approx(min_detectable_change(0.15, 0.05))
 
 
+def test_interleaved_rounds_are_paired_so_drift_cancels():
+    """`xfbench ab` rounds: the machine drifts by 30% over the job, B is 10% slower in every round.
+    Unpaired, the drift hides it; paired by round, it is plain."""
+    drift = [1.0e-3, 1.1e-3, 1.2e-3, 1.3e-3, 1.15e-3]
+
+    def rounds(name, factor):
+        segs = []
+        for i, c in enumerate(drift, 1):
+            h = header(f"{name}{i}")
+            h.suite = {"repeat": i, "repeats": len(drift), "interleaved": True}
+            segs.append((h, [record(f"{name}{i}", tight(c * factor, 10))]))
+        return run(*segs)
+
+    (c,) = compare(rounds("a", 1.0), rounds("b", 1.1)).cases
+    assert c.noise_source == "between-run paired t-test of 5 interleaved rounds"
+    assert c.verdict == "slower" and c.ratio == pytest.approx(1.1)
+    plain = compare(repeated("a", drift), repeated("b", drift, 1.1)).cases[0]
+    assert plain.noise_source == "between-run t-test of 5+5 runs" and plain.verdict == "inconclusive"
+
+
 def test_threshold_below_the_noise_warns():
     centers = [1.0e-3, 1.3e-3, 1.2e-3]
     cmp = compare(repeated("b", centers), repeated("c", centers), threshold=0.02)

@@ -338,3 +338,18 @@ def test_gate_model_with_repeats_uses_the_sd_of_a_difference_of_means():
         1 - statistics.NormalDist().cdf(math.log(1.05) / (0.03 * math.sqrt(0.4))))
     assert min_detectable_change(0.05, 0.03, n_a=5, n_b=5) == pytest.approx(
         math.expm1(math.log(1.05) + statistics.NormalDist().inv_cdf(0.8) * 0.03 * math.sqrt(0.4)))
+
+
+def test_paired_runs_test_is_students_paired_t_on_log_ratios():
+    from scipy import stats
+
+    from xfbench.reports.compare_stats import paired_runs_test
+
+    a, b = [1.0, 1.2, 0.9, 1.1], [1.1, 1.3, 1.0, 1.25]  # drift moves both sides of each round together
+    r = paired_runs_test(a, b)
+    ref = stats.ttest_rel([math.log(x) for x in b], [math.log(x) for x in a])
+    assert r.p == pytest.approx(ref.pvalue, rel=1e-12)
+    assert r.d / r.se == pytest.approx(ref.statistic, rel=1e-12)
+    assert r.dof == 3
+    with pytest.raises(BadInput):
+        paired_runs_test([1.0, 2.0], [1.0])
