@@ -176,7 +176,7 @@ def test_calibration_skip_messages_print_seconds_in_units(monkeypatch):
 
     # 0.1 s per call at n=32 (a stated timing, the matmul itself still runs): n=64 predicts 0.8 s per call,
     # 6 of which overrun the 1 s quick budget; n=3200 predicts 100,000 s per call, beyond MAX_CALL_S.
-    monkeypatch.setattr(cal_mod, "measure_time", lambda *args: types.SimpleNamespace(median_s=0.1))
+    monkeypatch.setattr(cal_mod, "measure_time", lambda *args: types.SimpleNamespace(median_s=0.1, min_s=0.1))
     peak = cal_mod.measure_matmul(cal_mod.torch.device("cpu"), "float32", (32, 64, 3200), level="quick")
     assert peak.skipped == [
         "n=64: predicted 800 ms per call would overrun the 1 s budget",  # was '0.8 s'
