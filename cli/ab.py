@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from .status import ExitStatus
+from .suite_options import AllowDifferentEnv, Alpha, NoiseK, RunsAlpha, SuiteDevice, SuiteMaxTime, SuiteThreads
 
 MAX_ROUNDS = 50
 
@@ -20,13 +21,14 @@ def ab(
     suite: str = typer.Argument(..., help="A built-in suite (see `xfbench suites`) or a suite file (.toml)."),
     a: str = typer.Option(..., "--a", help="Python of side A, the baseline (its environment has xfbench installed)."),
     b: str = typer.Option(..., "--b", help="Python of side B, the candidate (e.g. the pull request's install)."),
-    rounds: int = typer.Option(3, "--rounds", min=1, max=MAX_ROUNDS, help="Rounds: each runs A once, then B once."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."),
-    device: str | None = typer.Option(None, "--device", help="Run every case here (overrides the suite's [run])."),
-    threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help="torch intra-op threads."),
-    max_time: float | None = typer.Option(
-        None, "--max-time", min=0.0, max=86400.0, help="Cap in seconds on the timed phase of one case."
+    rounds: int = typer.Option(
+        5, "--rounds", min=1, max=MAX_ROUNDS,
+        help="Rounds: each runs A once, then B once (5: a 10% change shows on a noisy 2-core VM; see README).",
     ),
+    out: Path | None = typer.Option(None, "--out", help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."),
+    device: SuiteDevice = None,
+    threads: SuiteThreads = None,
+    max_time: SuiteMaxTime = None,
     threshold: str | None = typer.Option(
         None, "--threshold", help="Regression threshold: '5%' or '2ms' [default: each suite case's]."
     ),
@@ -36,14 +38,10 @@ def ab(
     github_benchmark: Path | None = typer.Option(
         None, "--github-benchmark", help="Write B's results in github-action-benchmark's custom JSON format here."
     ),
-    allow_different_env: bool = typer.Option(
-        False, "--allow-different-env", help="Compare even when the two environments differ (e.g. torch versions)."
-    ),
-    alpha: float = typer.Option(0.002, "--alpha", min=1e-9, max=0.5, help="Mann-Whitney U level (see compare)."),
-    runs_alpha: float = typer.Option(
-        0.01, "--runs-alpha", min=1e-9, max=0.5, help="Between-run t-test level (see compare)."
-    ),
-    noise_k: float = typer.Option(1.0, "--noise-k", min=0.0, max=100.0, help="Gate = max(threshold, K x noise)."),
+    allow_different_env: AllowDifferentEnv = False,
+    alpha: Alpha = 0.002,
+    runs_alpha: RunsAlpha = 0.01,
+    noise_k: NoiseK = 1.0,
     fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
 ) -> ExitStatus:
     """Run a suite alternately under two Python environments (A B A B ...) and compare."""
@@ -53,9 +51,12 @@ def ab(
     from .compare import compare_and_report
     from .console import make_console
     from .suite_file import load_suite
+    from .suite_options import child_argv
+    from .suite_run import SuiteOverrides
     from .sweep import default_run_dir
 
     spec = load_suite(suite)  # checked here once, before any run
+    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock)
     pythons = {"A": a, "B": b}
     for side, python in pythons.items():
         _check_python(side, python)
@@ -69,13 +70,7 @@ def ab(
     source = spec.source.removeprefix("builtin:") if spec.source.startswith("builtin:") else str(Path(suite).resolve())
     for r in range(1, rounds + 1):
         for side in ("A", "B"):
-            argv = [pythons[side], "-m", "xfbench", "run", source, "--out", str(dirs[side]), "--repeat-index",
-                    f"{r}/{rounds}", "--interleaved", "--no-history", "--no-html"]
-            for flag, value in (("--device", device), ("--threads", threads), ("--max-time", max_time)):
-                if value is not None:
-                    argv += [flag, str(value)]
-            if fake_clock:
-                argv.append("--fake-clock")
+            argv = child_argv(pythons[side], source, dirs[side], (r, rounds), over, interleaved=True)
             console.print(f"round {r}/{rounds}, side {side}", markup=False)
             try:
                 rc = subprocess.run(argv).returncode

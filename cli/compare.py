@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from .status import ExitStatus
+from .suite_options import AllowDifferentEnv, Alpha, NoiseK, RunsAlpha
 
 METRIC_CHOICES = ("time", "tokens_per_s", "peak_mem")
 HISTORY_METRIC = {"time": "time", "tokens_per_s": "tokens_per_s", "peak_mem": "peak_mem_bytes"}
@@ -22,24 +23,15 @@ def compare(
     metric: str | None = typer.Option(
         None, "--metric", help="time, tokens_per_s or peak_mem [default: the suite's, else time]."
     ),
-    alpha: float = typer.Option(
-        0.002, "--alpha", min=1e-9, max=0.5, help="Significance level of the Mann-Whitney U test (asv uses 0.002)."
-    ),
-    runs_alpha: float = typer.Option(
-        0.01, "--runs-alpha", min=1e-9, max=0.5,
-        help="Significance level of the between-run t-test (both sides with --repeat runs).",
-    ),
-    noise_k: float = typer.Option(
-        1.0, "--noise-k", min=0.0, max=100.0, help="Gate = max(threshold, K x the case's noise band)."
-    ),
+    alpha: Alpha = 0.002,
+    runs_alpha: RunsAlpha = 0.01,
+    noise_k: NoiseK = 1.0,
     markdown: Path | None = typer.Option(None, "--markdown", help="Write the comparison as Markdown ('-': stdout)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the comparison as JSON ('-': stdout)."),
     github_benchmark: Path | None = typer.Option(
         None, "--github-benchmark", help="Write CURRENT in github-action-benchmark's custom JSON format here."
     ),
-    allow_different_env: bool = typer.Option(
-        False, "--allow-different-env", help="Compare even when device, versions, threads or peaks differ (warns)."
-    ),
+    allow_different_env: AllowDifferentEnv = False,
     against_history: bool = typer.Option(
         False, "--against-history", help="Compare CURRENT with the last --last runs of each case on this machine."
     ),

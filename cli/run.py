@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from .status import ExitStatus
+from .suite_options import SuiteDevice, SuiteMaxTime, SuiteThreads
 
 MAX_REPEAT = 100
 
@@ -18,11 +19,9 @@ def run(
         "spread between runs (the noise that samples inside one run cannot see).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip cases already finished in --out's results file."),
-    device: str | None = typer.Option(None, "--device", help="Run every case here (overrides the suite's [run])."),
-    threads: int | None = typer.Option(None, "--threads", min=1, max=4096, help="torch intra-op threads."),
-    max_time: float | None = typer.Option(
-        None, "--max-time", min=0.0, max=86400.0, help="Cap in seconds on the timed phase of one case."
-    ),
+    device: SuiteDevice = None,
+    threads: SuiteThreads = None,
+    max_time: SuiteMaxTime = None,
     db: Path | None = typer.Option(
         None, "--db", help="History database (SQLite) this run is recorded into [default: the user data folder; "
         "$XFBENCH_HISTORY_DB]."
@@ -103,15 +102,11 @@ def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> ExitStatu
     import subprocess
     import sys
 
+    from .suite_options import child_argv
+
     worst = ExitStatus.OK
     for i in range(1, repeat + 1):
-        argv = [sys.executable, "-m", "xfbench", "run", source, "--out", str(run_dir), "--repeat-index",
-                f"{i}/{repeat}", "--no-history", "--no-html"]
-        for flag, value in (("--device", over.device), ("--threads", over.threads), ("--max-time", over.max_time)):
-            if value is not None:
-                argv += [flag, str(value)]
-        if over.fake_clock:
-            argv.append("--fake-clock")
+        argv = child_argv(sys.executable, source, run_dir, (i, repeat), over)
         try:
             rc = subprocess.run(argv).returncode
         except KeyboardInterrupt:
