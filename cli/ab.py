@@ -45,13 +45,12 @@ def ab(
     fake_clock: bool = typer.Option(False, "--fake-clock", hidden=True),
 ) -> ExitStatus:
     """Run a suite alternately under two Python environments (A B A B ...) and compare."""
-    import subprocess
 
     from ..reports.errors import BadInput
     from .compare import compare_and_report
     from .console import make_console
     from .suite_file import load_suite
-    from .suite_options import child_argv
+    from .suite_options import child_argv, run_child
     from .suite_run import SuiteOverrides
     from .sweep import default_run_dir
 
@@ -72,11 +71,8 @@ def ab(
         for side in ("A", "B"):
             argv = child_argv(pythons[side], source, dirs[side], (r, rounds), over, interleaved=True)
             console.print(f"round {r}/{rounds}, side {side}", markup=False)
-            try:
-                rc = subprocess.run(argv).returncode
-            except KeyboardInterrupt:
-                rc = int(ExitStatus.INTERRUPTED)
-            if rc in (int(ExitStatus.INTERRUPTED), -2):
+            rc = run_child(argv)
+            if rc == int(ExitStatus.INTERRUPTED):
                 console.print(f"interrupted in round {r}, side {side}: finished runs are in {folder}", markup=False)
                 return ExitStatus.INTERRUPTED
             if rc == int(ExitStatus.BAD_INPUT):  # e.g. the suite or an option that side's xfbench refuses

@@ -99,19 +99,15 @@ def _measure(spec, run_dir, over, plans, console, *, resume, repeat, interleaved
 
 def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> ExitStatus:
     """K runs of the suite, each in a fresh `python -m xfbench run` process appending to run_dir."""
-    import subprocess
     import sys
 
-    from .suite_options import child_argv
+    from .suite_options import child_argv, run_child
 
     worst = ExitStatus.OK
     for i in range(1, repeat + 1):
         argv = child_argv(sys.executable, source, run_dir, (i, repeat), over)
-        try:
-            rc = subprocess.run(argv).returncode
-        except KeyboardInterrupt:
-            rc = int(ExitStatus.INTERRUPTED)
-        if rc in (int(ExitStatus.INTERRUPTED), -2):
+        rc = run_child(argv)
+        if rc == int(ExitStatus.INTERRUPTED):
             console.print(f"interrupted in repeat {i} of {repeat}: finished cases are in {run_dir}", markup=False)
             return ExitStatus.INTERRUPTED
         if rc == int(ExitStatus.CASES_FAILED):

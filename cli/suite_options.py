@@ -47,3 +47,15 @@ def child_argv(python: str, source: str, out, index: tuple[int, int], over, inte
     if interleaved:
         argv.append("--interleaved")
     return argv
+
+
+def run_child(argv: list[str]) -> int:
+    """Run one child and return its exit code; an interrupt (Ctrl-C reaches the child too, or it died
+    of SIGINT) reads as 130, the code the parent then stops with."""
+    import subprocess
+
+    try:
+        rc = subprocess.run(argv).returncode
+    except KeyboardInterrupt:
+        return 130
+    return 130 if rc == -2 else rc  # -2: killed by SIGINT before it could exit 130 itself
