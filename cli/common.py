@@ -70,6 +70,13 @@ IdleBaseline = Annotated[
 Html = Annotated[
     bool, typer.Option("--html/--no-html", help="Write report.html into the run folder when the sweep ends.")
 ]
+History = Annotated[
+    bool, typer.Option("--history/--no-history", help="Record the run into the history database (xfbench history).")
+]
+Db = Annotated[
+    Path | None,
+    typer.Option("--db", help="History database (SQLite) [default: $XFBENCH_HISTORY_DB, else the user data folder]."),
+]
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
@@ -94,6 +101,8 @@ class SharedOptions:
     telemetry: Telemetry = True
     idle_baseline: IdleBaseline = False
     html: Html = True
+    history: History = True
+    db: Db = None
     fake_clock: FakeClock = False
 
     def run_options(self):

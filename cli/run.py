@@ -66,7 +66,7 @@ def run(
     if status in (ExitStatus.INTERRUPTED, ExitStatus.BAD_INPUT) or not (run_dir / "results.jsonl").exists():
         return status
     return _finish(spec, run_dir, console, status, html=spec.output.html if html is None else html,
-                   history=history, db=db, planned={c.id for p in plans for c in p})
+                   history=history and not fake_clock, db=db, planned={c.id for p in plans for c in p})
 
 
 def _repeat_index(text: str) -> tuple[int, int]:
@@ -144,26 +144,11 @@ def _finish(spec, run_dir: Path, console, status: ExitStatus, *, html: bool, his
         path = write_output(render_csv(run), run_dir / "results.csv")
         console.print(f"csv: {path}", markup=False)
     if history:
-        _record_history(run, run_dir, spec, db, console)
+        from .sweep import record_history
+
+        record_history(run, run_dir, db, console, suite=spec.name)
     failed = [r for r in latest(run.records) if r.case_id in planned and r.status in ("oom", "error")]
     if failed:
         console.print(f"{len(failed)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED
     return status
-
-
-def _record_history(run, run_dir: Path, spec, db, console) -> None:
-    """Record the run into the history database; a history that cannot be written loses nothing measured."""
-    import sqlite3
-
-    from ..reports.errors import BadInput
-    from ..reports.history import History, default_db_path
-
-    path = db or default_db_path()
-    try:
-        with History(path) as h:
-            added = h.record(run, source=str(run_dir), suite=spec.name)
-    except (BadInput, sqlite3.Error, OSError) as e:
-        console.print(f"history: not recorded ({e}); the results are complete", markup=False)
-        return
-    console.print(f"history: {added} results recorded in {path}", markup=False)

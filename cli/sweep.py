@@ -48,6 +48,23 @@ def write_html_report(run: RunResult, run_dir: Path, console) -> Path | None:
     return path
 
 
+def record_history(run: RunResult, run_dir: Path, db: Path | None, console, suite: str | None = None) -> None:
+    """Record a run into the history database; a history that cannot be written loses nothing measured:
+    one line says so."""
+    import sqlite3
+
+    from ..reports.history import History, default_db_path
+
+    path = db or default_db_path()
+    try:
+        with History(path) as h:
+            added = h.record(run, source=str(run_dir), suite=suite)
+    except (BadInput, sqlite3.Error, OSError) as e:
+        console.print(f"history: not recorded ({e}); the results are complete", markup=False)
+        return
+    console.print(f"history: {added} results recorded in {path}", markup=False)
+
+
 def run_sweep(
     command: str, cases: list[Case], shared: SharedOptions,
     extra_tables: Callable[[RunResult], list[Table]] | None = None,
@@ -88,6 +105,8 @@ def run_sweep(
     console.print(f"results: {path}", markup=False)
     if shared.html:
         write_html_report(run, run_dir, console)
+    if shared.history and not shared.fake_clock:  # a fake clock's numbers are no machine's history
+        record_history(run, run_dir, shared.db, console)
     if failed:
         console.print(f"{len(failed)} of {len(planned)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED

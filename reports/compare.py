@@ -720,7 +720,7 @@ def comparison_table(cmp: Comparison) -> Table:
                 f"normal with tie and continuity correction); significant below alpha = {cmp.alpha:g} (asv's level)",
             ]
     notes += [
-        f"gate = max(threshold {pct(cmp.threshold)}, {cmp.noise_k:g} × noise), noise the first known of: the "
+        f"gate = max(threshold {_thresholds(cmp)}, {cmp.noise_k:g} × noise), noise the first known of: the "
         "between-run critical change (both sides >= 2 runs), the history band (median ± 3×IQR of past runs), "
         f"{WITHIN_RUN_FENCE:g}×IQR/median of the samples (within-run only: cannot see between-run noise)",
         *(f"noise: {src} ({n} case{'s' * (n != 1)})" for src, n in _count(c.noise_source for c in cmp.cases)),
@@ -733,6 +733,12 @@ def comparison_table(cmp: Comparison) -> Table:
     ]
     title = f"compare {cmp.metric}: current vs baseline, change [{cmp.ci_level:.0%} CI] and verdict per case"
     return Table(title, list(COLUMNS), rows, notes)
+
+
+def _thresholds(cmp: Comparison) -> str:
+    """The threshold(s) the cases were held to: one figure, or each (suite cases may set their own)."""
+    used = sorted({c.threshold for c in cmp.cases} or {cmp.threshold})
+    return pct(used[0]) if len(used) == 1 else "per case: " + ", ".join(pct(t) for t in used)
 
 
 def _count(items) -> list[tuple[str, int]]:

@@ -121,3 +121,20 @@ def test_planted_slowdown_is_recorded(tmp_path):
     assert all(r.info.get("planted_slowdown") == 0.1 for r in load_results(out).records)
     line = json.loads((out / "results.jsonl").read_text().splitlines()[1])
     assert line["info"]["planted_slowdown"] == 0.1
+
+
+def test_every_sweep_records_into_the_history_unless_told_not_to(tmp_path):
+    db = tmp_path / "h.sqlite"
+    args = ["attention", "--seq-lens", "64", "--impl", "naive", "--device", "cpu", "--max-time", "0.05",
+            "--no-memory", "--no-calibrate", "--no-html", "--db", str(db)]
+    res = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert res.returncode == 0, res.stderr
+    assert f"history: 1 results recorded in {db}" in res.stdout
+    from xfbench.reports.history import History
+
+    with History(db) as h:
+        assert [c.variant for c in h.cases()] == ["naive"]
+    res = run_cli(*args, "--out", str(tmp_path / "b"), "--no-history")
+    assert res.returncode == 0 and "history:" not in res.stdout
+    with History(db) as h:
+        assert h.cases()[0].runs == 1
