@@ -7,9 +7,6 @@ import typer
 from .status import ExitStatus
 from .suite_options import AllowDifferentEnv, Alpha, NoiseK, RunsAlpha
 
-METRIC_CHOICES = ("time", "tokens_per_s", "peak_mem")
-HISTORY_METRIC = {"time": "time", "tokens_per_s": "tokens_per_s", "peak_mem": "peak_mem_bytes"}
-
 
 def compare(
     baseline: Path | None = typer.Argument(
@@ -85,9 +82,11 @@ def compare_and_report(
         raise BadInput(f"only one output can go to stdout ('-'), not {', '.join(to_stdout)}")
     cur = load_results(current)
     if metric is not None:
-        picked = parse_choices(metric, METRIC_CHOICES, "--metric")
+        from ..reports.between_runs import METRICS
+
+        picked = parse_choices(metric, tuple(METRICS), "--metric")
         if len(picked) != 1:
-            raise BadInput(f"--metric: give one of {', '.join(METRIC_CHOICES)}")
+            raise BadInput(f"--metric: give one of {', '.join(METRICS)}")
         metric = picked[0]
     else:
         metric = _suite_metric(cur)
@@ -215,33 +214,21 @@ def _header_threshold(spec):
 
 
 def _history_noise(base, cur, metric: str, db, last: int) -> dict:
-    """case_id -> HistoryNoise from the history database (runs of the case on the current's machine,
-    the two compared runs left out); empty when there is no database or too few runs."""
+    """case_id -> HistoryNoise from the history database (reports.compare_history.history_noise); empty
+    when there is no database, and, with a warning, when it cannot be read: history only widens gates."""
     import sqlite3
+    import sys
 
-    from ..reports.compare import HistoryNoise
+    from ..reports.compare_history import history_noise
     from ..reports.errors import BadInput
-    from ..reports.history import History, default_db_path, fingerprint, noise_sd, recent_band
+    from ..reports.history import History, default_db_path
 
     path = db or default_db_path()
     if not path.exists():
         return {}
-    skip = {h.run_id for h in (base.headers + cur.headers)}
-    out = {}
     try:
         with History(path) as h:
-            for r in {r.case_id: r for r in cur.records if r.status == "ok"}.values():
-                fp = fingerprint(cur.header_of(r).environment, r.device)
-                points = [p for p in h.series(r.case_id, fp, last=last + len(skip), metric=HISTORY_METRIC[metric])
-                          if p.run_id not in skip][-last:]
-                band = recent_band([p.value for p in points])  # since the last change point
-                if band is not None:
-                    values = [p.value for p in points]
-                    sd = noise_sd(values) / abs(band.median) if band.median else None
-                    out[r.case_id] = HistoryNoise(band.half_width_rel, band.n, sd)
-    except (sqlite3.Error, BadInput) as e:  # history only widens gates: a broken database must not stop compare
-        import sys
-
+            return history_noise(h, base, cur, metric, last)
+    except (sqlite3.Error, BadInput) as e:
         print(f"xfbench: warning: history noise not used ({e})", file=sys.stderr)
         return {}
-    return out

@@ -6,8 +6,6 @@ import typer
 
 from .status import ExitStatus
 
-METRIC_CHOICES = {"time": "time", "tokens_per_s": "tokens_per_s", "peak_mem": "peak_mem_bytes"}
-
 
 def history(
     case: str | None = typer.Option(
@@ -19,6 +17,7 @@ def history(
     html: Path | None = typer.Option(None, "--html", help="Also write the trends as an HTML page with figures."),
 ) -> ExitStatus:
     """Per-case trends from the history database: runs, noise band, sparkline, change points."""
+    from ..reports.compare_history import HISTORY_METRIC
     from ..reports.errors import BadInput
     from ..reports.history import History, default_db_path
     from ..reports.history_report import history_html, history_table
@@ -26,20 +25,20 @@ def history(
     from ..reports.writer import write_output
     from .console import make_console
 
-    if metric not in METRIC_CHOICES:
-        raise BadInput(f"--metric: unknown value '{metric}' (choose from {', '.join(METRIC_CHOICES)})")
+    if metric not in HISTORY_METRIC:
+        raise BadInput(f"--metric: unknown value '{metric}' (choose from {', '.join(HISTORY_METRIC)})")
     path = db or default_db_path()
     if not path.exists():
         raise BadInput(f"no history database at {path} (`xfbench run` records every run there; or give --db)")
     console = make_console()
     with History(path) as h:
-        table = history_table(h, case=case, last=last, metric=METRIC_CHOICES[metric])
+        table = history_table(h, case=case, last=last, metric=HISTORY_METRIC[metric])
         if not table.rows:
             raise BadInput(f"{path}: no recorded case" + (f" matches --case '{case}'" if case else ""))
         console.print(f"history: {path}", markup=False)
         print_table(table, console)
         if html is not None:
-            written = write_output(history_html(h, case=case, last=last, metric=METRIC_CHOICES[metric]), html)
+            written = write_output(history_html(h, case=case, last=last, metric=HISTORY_METRIC[metric]), html)
             if written is not None:
                 console.print(f"html: {written}", markup=False)
     return ExitStatus.OK

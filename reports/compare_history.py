@@ -19,13 +19,50 @@ import math
 import statistics
 
 from .between_runs import METRICS, check_metric, repeats
-from .compare import INCONCLUSIVE, NOISE_K, SAME, WORDS, CaseComparison, Comparison, case_name, pct, signed_pct
+from .compare import (
+    INCONCLUSIVE,
+    NOISE_K,
+    SAME,
+    WORDS,
+    CaseComparison,
+    Comparison,
+    HistoryNoise,
+    case_name,
+    pct,
+    signed_pct,
+)
 from .compare_stats import CI_LEVEL, DEFAULT_ALPHA, expected_false_positive_rate, min_detectable_change
 from .errors import BadInput
 from .history import MIN_BAND_RUNS, History, fingerprint, level_start, noise_sd, recent_band
-from .schema import RunResult
+from .schema import Record, RunResult
 
+# compare's metric name -> the history's (History.series)
 HISTORY_METRIC = {"time": "time", "tokens_per_s": "tokens_per_s", "peak_mem": "peak_mem_bytes"}
+
+
+def past_values(history: History, run: RunResult, rec: Record, metric: str, last: int, skip: set[str]) -> list[float]:
+    """The case's last `last` positive values in `history` on the fingerprint of the machine that
+    measured `rec`, oldest first, leaving out the runs in `skip` (the ones being compared)."""
+    fp = fingerprint(run.header_of(rec).environment, rec.device)
+    points = [p for p in history.series(rec.case_id, fp, last=last + len(skip), metric=HISTORY_METRIC[metric])
+              if p.run_id not in skip][-last:]
+    return [p.value for p in points if p.value > 0]  # a ratio needs a positive past value
+
+
+def history_noise(history: History, base: RunResult, cur: RunResult, metric: str = "time",
+                  last: int = 30) -> dict[str, HistoryNoise]:
+    """case_id -> the band a run of unchanged code falls within, from each ok case's history on the
+    current run's machine (both compared runs left out); cases with no band (under
+    history.MIN_BAND_RUNS runs at the current level) are absent."""
+    skip = {h.run_id for h in (base.headers + cur.headers)}
+    out = {}
+    for rec in {r.case_id: r for r in cur.records if r.status == "ok"}.values():
+        values = past_values(history, cur, rec, metric, last, skip)
+        band = recent_band(values)  # since the last change point
+        if band is not None:
+            sd = noise_sd(values) / abs(band.median) if band.median else None
+            out[rec.case_id] = HistoryNoise(band.half_width_rel, band.n, sd)
+    return out
 
 
 def compare_with_history(
@@ -42,10 +79,7 @@ def compare_with_history(
     no_history: list[str] = []
     for cid, rep in repeats(cur, metric).items():
         rec = rep.records[-1]
-        fp = fingerprint(cur.header_of(rec).environment, rec.device)
-        points = [p for p in history.series(cid, fp, last=last + len(skip), metric=HISTORY_METRIC[metric])
-                  if p.run_id not in skip][-last:]
-        values = [p.value for p in points if p.value > 0]  # a ratio needs a positive past value
+        values = past_values(history, cur, rec, metric, last, skip)
         if not values:
             no_history.append(case_name(rec.label, rec.variant, rec.size_name, rec.size))
             continue

@@ -29,7 +29,6 @@ EXACT_MAX_PRODUCT = 2500
 # needed order statistics without building them (Monahan 1984's idea, random pivots).
 BRUTE_MAX_PAIRS = 200_000
 # IQR of the standard normal distribution: 2 * Phi^-1(0.75) = 1.3490 (sd = IQR / 1.349).
-NORMAL_IQR = 2 * statistics.NormalDist().inv_cdf(0.75)
 DEFAULT_POWER = 0.8  # power of the minimum detectable change (the usual 80% of power analysis)
 
 _N = statistics.NormalDist()
@@ -425,11 +424,6 @@ def runs_test(a: list[float], b: list[float]) -> RunsTest:
 
 
 # --- noise estimates -----------------------------------------------------------------------
-
-
-def sd_from_iqr(iqr_rel: float) -> float:
-    """The sd a normal distribution with this IQR has: IQR / 1.349 (NORMAL_IQR)."""
-    return iqr_rel / NORMAL_IQR
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

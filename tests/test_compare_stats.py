@@ -13,7 +13,6 @@ from xfbench.reports import compare_stats as cs
 from xfbench.reports.compare_stats import (
     DEFAULT_ALPHA,
     EXACT_MAX_PRODUCT,
-    NORMAL_IQR,
     expected_false_positive_rate,
     hodges_lehmann,
     iqr_rel,
@@ -24,7 +23,6 @@ from xfbench.reports.compare_stats import (
     quartiles,
     range_rel,
     ratio_ci,
-    sd_from_iqr,
     u_counts,
 )
 from xfbench.reports.errors import BadInput
@@ -267,12 +265,6 @@ def test_default_alpha_is_asvs():
 
 
 # --- noise estimates -----------------------------------------------------------------------
-
-
-def test_sd_from_iqr_is_the_normal_ratio():
-    assert NORMAL_IQR == pytest.approx(float(scipy_stats.norm.ppf(0.75) * 2), rel=1e-12)
-    assert NORMAL_IQR == pytest.approx(1.3490, abs=1e-4)
-    assert sd_from_iqr(1.349) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_quartiles_are_numpys_linear():
