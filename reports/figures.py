@@ -17,6 +17,7 @@ SVGs inlined in one HTML page never share an id. Nothing here writes a file.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import io
@@ -1042,9 +1043,13 @@ def _usable_cores() -> int:
 
 
 def _worker_init() -> None:
-    """A forked worker starts with a fresh lock: the parent held its own across the fork."""
+    """A forked worker starts with a fresh lock (the parent held its own across the fork) and the
+    default SIGTERM, which Pool.terminate sends it (a drawer's handler is not for its workers)."""
+    import signal
+
     global _LOCK
     _LOCK = threading.Lock()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _job(i: int) -> bytes:
@@ -1088,10 +1093,17 @@ _DRAWER: Any = None  # (process, connection) of the warm drawer, once warm_up st
 def _drawer_main(conn: Any) -> None:
     import importlib
     import multiprocessing
+    import signal
+    import sys
 
     # In this (child) copy the flag only stops Pool from forking workers; the parent still sees
     # a daemon it will terminate at its exit, and the pipe's end (EOFError) ends the loop before.
     multiprocessing.current_process().daemon = False
+    # Its workers hold this process's stdout and stderr, and orphaned they would wait for work
+    # forever (each holds both ends of the task pipe): a caller reading this command's output
+    # would never see it end. So SIGTERM (what multiprocessing sends a daemon at the parent's
+    # exit) leaves through the `with` below, which terminates and joins them first.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     import matplotlib.figure  # noqa: F401
     for backend in BACKENDS.values():
@@ -1103,9 +1115,10 @@ def _drawer_main(conn: Any) -> None:
             return
         try:
             with _fork_pool(run, jobs, dpi) as pool:
-                conn.send(("ok", pool.map(_job, range(len(jobs)), chunksize=1)))
+                reply = ("ok", pool.map(_job, range(len(jobs)), chunksize=1))
         except Exception as e:  # noqa: BLE001 - the caller draws them itself and meets the error there
-            conn.send(("error", repr(e)))
+            reply = ("error", repr(e))
+        conn.send(reply)  # after the workers are gone: the caller may exit the moment it has this
 
 
 def warm_up() -> None:
@@ -1125,6 +1138,14 @@ def warm_up() -> None:
     proc.start()
     there.close()
     _DRAWER = (proc, here)
+    atexit.register(_stop_drawer, proc, here)
+
+
+def _stop_drawer(proc: Any, here: Any) -> None:
+    """At exit, before multiprocessing's own handler: the closed pipe ends an idle drawer's loop;
+    a busy one gets SIGTERM from multiprocessing after this and stops its workers first."""
+    here.close()
+    proc.join(timeout=0.5)
 
 
 class Pending:

@@ -9,6 +9,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import psutil
 import pytest
 
 from xfbench.reports import figures
@@ -346,11 +347,35 @@ def test_every_way_of_drawing_many_figures_gives_the_same_bytes(monkeypatch):
     try:
         drawer = figures.render_many(run, jobs)
         assert drawer.where == "drawer" and drawer.result() == here
+        # its workers are gone before the reply comes: a caller that exits at once orphans none
+        assert psutil.Process(proc.pid).children() == []
     finally:
         proc.kill()
         proc.join()
     again = figures.render_many(run, jobs)
     assert again.where == "workers" and again.result() == here
+
+
+@pytest.mark.parametrize("wait_s", [0.0, 0.5])
+def test_a_process_that_exits_while_its_drawer_works_leaves_nothing_holding_its_output(wait_s):
+    """A caller reading the command's output waits for every holder of the pipe: the drawer and its
+    workers must all be gone when the process exits, whether or not the figures were collected."""
+    if figures._usable_cores() < 2:
+        pytest.skip("one usable core: no drawer is started")
+    code = (
+        "import time\n"
+        "from pathlib import Path\n"
+        "from xfbench.reports import figures\n"
+        "from xfbench.reports.store import load_results\n"
+        f"run = load_results(Path({str(FIXTURES / 'report_model.jsonl')!r}))\n"
+        "figures.warm_up()\n"
+        "pending = figures.render_many(run, [(s, f) for s in figures.figure_specs(run) for f in ('svg', 'pdf')])\n"
+        f"time.sleep({wait_s})\n"
+        "print(pending.where, flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "drawer", out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
 
 
 def test_byte_ticks_are_few_powers_of_two():
