@@ -77,6 +77,36 @@ Db = Annotated[
     Path | None,
     typer.Option("--db", help="History database (SQLite) [default: $XFBENCH_HISTORY_DB, else the user data folder]."),
 ]
+Profile = Annotated[
+    bool,
+    typer.Option(
+        "--profile", help="Profile each case with torch.profiler in a pass of its own, after timing: a trace "
+        "(trace.json.gz, for ui.perfetto.dev) in the run folder and its top operators in the report.",
+    ),
+]
+ProfileSchedule = Annotated[
+    str,
+    typer.Option(
+        "--profile-schedule", help="torch.profiler's steps as WAIT,WARMUP,ACTIVE (only ACTIVE steps are recorded).",
+    ),
+]
+ProfileTop = Annotated[
+    int, typer.Option("--profile-top", min=1, max=100, help="Operators per profiled case in the tables (top k).")
+]
+ProfileStack = Annotated[
+    bool, typer.Option("--profile-stack", help="Record Python stacks in the trace (larger, slower to profile).")
+]
+MemorySnapshot = Annotated[
+    bool,
+    typer.Option(
+        "--memory-snapshot", help="CUDA: dump the allocator's history of one step (memory_snapshot.pickle, for "
+        "pytorch.org/memory_viz), and at an out-of-memory error; elsewhere the record says why not.",
+    ),
+]
+SnapshotEntries = Annotated[
+    int,
+    typer.Option("--snapshot-entries", min=1000, help="Allocator events a memory snapshot keeps (max_entries)."),
+]
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
@@ -103,6 +133,12 @@ class SharedOptions:
     html: Html = True
     history: History = True
     db: Db = None
+    profile: Profile = False
+    profile_schedule: ProfileSchedule = "1,1,3"
+    profile_top: ProfileTop = 10
+    profile_stack: ProfileStack = False
+    memory_snapshot: MemorySnapshot = False
+    snapshot_entries: SnapshotEntries = 100_000
     fake_clock: FakeClock = False
 
     def run_options(self):
@@ -118,6 +154,20 @@ class SharedOptions:
             peak_flops_override=parse_peak_tflops(self.peak_tflops), telemetry=self.telemetry,
             idle_baseline=self.idle_baseline, fake_clock=self.fake_clock,
             calibrate=self.calibrate or self.recalibrate, recalibrate=self.recalibrate,
+            profile=self.profile_options(),
+        )
+
+    def profile_options(self):
+        """As profilers.torch_profile.ProfileOptions, or None without --profile and --memory-snapshot."""
+        if not (self.profile or self.memory_snapshot):
+            return None
+        from ..profilers.torch_profile import ProfileOptions
+        from .parse import parse_schedule
+
+        wait, warmup, active = parse_schedule(self.profile_schedule, "--profile-schedule")
+        return ProfileOptions(
+            trace=self.profile, memory_snapshot=self.memory_snapshot, wait=wait, warmup=warmup, active=active,
+            with_stack=self.profile_stack, top_k=self.profile_top, snapshot_entries=self.snapshot_entries,
         )
 
 

@@ -94,3 +94,19 @@ def parse_peak_tflops(value: float | None, option: str = "--peak-tflops") -> flo
     if not (value > 0 and value != float("inf")):  # also rejects NaN
         raise BadInput(f"{option}: must be a positive number of TFLOP/s, got {value:g}")
     return value * 1e12
+
+
+MAX_PROFILE_STEPS = 100
+
+
+def parse_schedule(text: str, option: str) -> tuple[int, int, int]:
+    """WAIT,WARMUP,ACTIVE: torch.profiler.schedule's step counts (ACTIVE at least 1)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise BadInput(f"{option}: '{text}' is not WAIT,WARMUP,ACTIVE (three whole numbers, e.g. 1,1,3)")
+    wait, warmup, active = map(int, parts)
+    if active < 1:
+        raise BadInput(f"{option}: ACTIVE must be at least 1 (the steps recorded)")
+    if wait + warmup + active > MAX_PROFILE_STEPS:
+        raise BadInput(f"{option}: {wait + warmup + active} steps in all is more than {MAX_PROFILE_STEPS}")
+    return wait, warmup, active

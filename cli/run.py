@@ -5,7 +5,7 @@ from pathlib import Path
 import typer
 
 from .status import ExitStatus
-from .suite_options import SuiteDevice, SuiteMaxTime, SuiteThreads
+from .suite_options import SuiteDevice, SuiteMaxTime, SuiteMemorySnapshot, SuiteProfile, SuiteThreads
 
 MAX_REPEAT = 100
 
@@ -22,6 +22,8 @@ def run(
     device: SuiteDevice = None,
     threads: SuiteThreads = None,
     max_time: SuiteMaxTime = None,
+    profile: SuiteProfile = False,
+    memory_snapshot: SuiteMemorySnapshot = False,
     db: Path | None = typer.Option(
         None, "--db", help="History database (SQLite) this run is recorded into [default: the user data folder; "
         "$XFBENCH_HISTORY_DB]."
@@ -40,7 +42,8 @@ def run(
     from .sweep import default_run_dir
 
     spec = load_suite(suite)
-    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock)
+    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock,
+                          profile=profile, memory_snapshot=memory_snapshot)
     plans = suite_plans(spec, over)  # every case checked before anything runs
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")

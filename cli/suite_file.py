@@ -4,7 +4,8 @@ A suite (see cli/suites/*.toml for the built-in ones, README "Suites" for the fo
 
     name = "quick"
     description = "..."
-    [run]              # how every case runs (a case may override target_ci, max_time, memory, count_flops)
+    [run]              # how every case runs (a case may override target_ci, max_time, memory, count_flops,
+                       # profile, memory_snapshot)
     device = "cpu"
     max_time = 1.0
     [compare]          # what `xfbench compare` holds this suite's cases to
@@ -97,6 +98,23 @@ class RunSettings(BaseModel):
     count_flops: bool = False
     calibrate: bool = True
     telemetry: bool = True
+    profile: bool = False
+    profile_schedule: str = "1,1,3"
+    profile_top: int = Field(10, ge=1, le=100)
+    profile_stack: bool = False
+    memory_snapshot: bool = False
+    snapshot_entries: int = Field(100_000, ge=1000)
+
+    @field_validator("profile_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        from .parse import parse_schedule
+
+        try:
+            parse_schedule(v, "profile_schedule")
+        except BadInput as e:
+            raise ValueError(str(e).removeprefix("profile_schedule: ")) from None
+        return v
 
 
 class CompareSettings(BaseModel):
@@ -134,6 +152,8 @@ class CaseBase(BaseModel):
     max_time: float | None = Field(None, ge=0, le=86400)
     memory: bool | None = None
     count_flops: bool | None = None
+    profile: bool | None = None
+    memory_snapshot: bool | None = None
 
     @field_validator("threshold", mode="before")
     @classmethod

@@ -14,11 +14,23 @@ SuiteMaxTime = Annotated[
     float | None,
     typer.Option("--max-time", min=0.0, max=86400.0, help="Cap in seconds on the timed phase of one case."),
 ]
+SuiteProfile = Annotated[
+    bool, typer.Option("--profile", help="Profile every case with torch.profiler (overrides the suite's [run]).")
+]
+SuiteMemorySnapshot = Annotated[
+    bool, typer.Option("--memory-snapshot", help="CUDA memory snapshot of every case (overrides the suite's [run]).")
+]
 Alpha = Annotated[
     float,
     typer.Option("--alpha", min=1e-9, max=0.5, help="Mann-Whitney U level, one run a side (asv uses 0.002)."),
 ]
-RunsAlpha = Annotated[
+RunsSuiteProfile = Annotated[
+    bool, typer.Option("--profile", help="Profile every case with torch.profiler (overrides the suite's [run]).")
+]
+SuiteMemorySnapshot = Annotated[
+    bool, typer.Option("--memory-snapshot", help="CUDA memory snapshot of every case (overrides the suite's [run]).")
+]
+Alpha = Annotated[
     float,
     typer.Option("--runs-alpha", min=1e-9, max=0.5,
                  help="Level of the between-run t-test (both sides with several runs)."),
@@ -42,8 +54,10 @@ def child_argv(python: str, source: str, out, index: tuple[int, int], over, inte
     for flag, value in (("--device", over.device), ("--threads", over.threads), ("--max-time", over.max_time)):
         if value is not None:
             argv += [flag, str(value)]
-    if over.fake_clock:
-        argv.append("--fake-clock")
+    for flag, on in (("--fake-clock", over.fake_clock), ("--profile", over.profile),
+                     ("--memory-snapshot", over.memory_snapshot)):
+        if on:
+            argv.append(flag)
     if interleaved:
         argv.append("--interleaved")
     return argv

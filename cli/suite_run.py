@@ -27,12 +27,15 @@ class SuiteOverrides:
         threads: torch intra-op threads.
         max_time: the timed phase's cap per case, in seconds.
         fake_clock: the deterministic FakeClock (tests).
+        profile, memory_snapshot: profile every case (--profile, --memory-snapshot) whatever the suite says.
     """
 
     device: str | None = None
     threads: int | None = None
     max_time: float | None = None
     fake_clock: bool = False
+    profile: bool = False
+    memory_snapshot: bool = False
 
 
 def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, resume: bool) -> SharedOptions:
@@ -47,6 +50,10 @@ def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, re
         memory=pick(case.memory, r.memory), count_flops=pick(case.count_flops, r.count_flops),
         calibrate=r.calibrate and not over.fake_clock, telemetry=r.telemetry, html=False,
         fake_clock=over.fake_clock,
+        profile=over.profile or pick(case.profile, r.profile), profile_schedule=r.profile_schedule,
+        profile_top=r.profile_top, profile_stack=r.profile_stack,
+        memory_snapshot=over.memory_snapshot or pick(case.memory_snapshot, r.memory_snapshot),
+        snapshot_entries=r.snapshot_entries,
     )
 
 

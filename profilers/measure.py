@@ -3,7 +3,7 @@
 measure(step, device, ...) -> Measurement (reports.schema): the timer runs the step until
 its CI target or cap; profilers of kind WINDOW bracket exactly that timed phase (NVML
 telemetry, other processes' CPU use); profilers of kind PASS run the step again in a pass
-of their own, after timing (peak memory, FLOP counting). The Measurement is plain,
+of their own, after timing (peak memory, FLOP counting, torch.profiler, memory snapshots). The Measurement is plain,
 serializable data, so a child process or a data-parallel rank can hand it to the parent,
 which alone builds Records and writes files.
 
@@ -40,6 +40,7 @@ class Contribution:
     telemetry: dict[str, Any] = field(default_factory=dict)
     memory: Any = None  # reports.schema.MemoryStats
     warnings: list[MeasurementWarning] = field(default_factory=list)
+    profile: dict[str, Any] | None = None  # torch.profiler summary, memory snapshot (merged key by key)
 
 
 @dataclass
@@ -61,6 +62,8 @@ class MeasureOptions:
         group: the data-parallel ranks (profilers.collective.RankGroup) this process is one of:
             rank 0 makes the timer's decisions for all, and a window's sample is its max over
             ranks; None for one process.
+        profile: the torch.profiler and memory-snapshot passes (profilers.torch_profile.
+            ProfileOptions, with this case's folder), or None.
     """
 
     policy: TimerPolicy = TimerPolicy()
@@ -74,6 +77,7 @@ class MeasureOptions:
     peak_flops_override: float | None = None
     env_warnings: tuple[MeasurementWarning, ...] = ()
     group: Any = None
+    profile: Any = None
 
 
 @dataclass
@@ -108,6 +112,8 @@ PROFILERS = {
     "telemetry": "xfbench.profilers.passes:NvmlTelemetry",
     "memory": "xfbench.profilers.passes:PeakMemory",
     "flops": "xfbench.profilers.passes:FlopCount",
+    "torch_profile": "xfbench.profilers.torch_profile:TorchProfile",
+    "memory_snapshot": "xfbench.profilers.torch_profile:MemorySnapshot",
 }
 
 
@@ -178,16 +184,18 @@ def measure(step: Any, device: torch.device, opts: MeasureOptions = MeasureOptio
         info["time_over_ranks"] = f"max over {opts.group.size} ranks of each window (rank 0 decides when to stop)"
     warns = [*time_warnings(timing), *bound_warnings(roof), *opts.env_warnings]
     telemetry: dict[str, Any] = {}
+    profile: dict[str, Any] = {}
     memory = None
     for part in parts:
         metrics.update(part.metrics)
         info.update(part.info)
         telemetry.update(part.telemetry)
+        profile.update(part.profile or {})
         memory = part.memory if part.memory is not None else memory
         warns += part.warnings
     if memory is not None:
         metrics["peak_mem_bytes"] = memory.peak_bytes
     return Measurement(
         time=timing, memory=memory, metrics=metrics, info=info, telemetry=telemetry or None,
-        warnings=[w.value for w in dict.fromkeys(warns)],
+        warnings=[w.value for w in dict.fromkeys(warns)], profile=profile or None,
     )

@@ -16,7 +16,7 @@ from .errors import BadInput
 # NOTE: bump SCHEMA_VERSION for any change that is not purely additive, and add a
 # `migrate_to_N` function to MIGRATIONS plus a fixture in tests/fixtures/. Additive
 # fields only need a default here.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Status = Literal["ok", "oom", "error", "skipped"]
 
@@ -81,6 +81,7 @@ class Measurement(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     telemetry: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
 
 
 class RankStats(BaseModel):
@@ -140,6 +141,12 @@ class Record(BaseModel):
     )
     ranks: list[RankStats] | None = Field(
         None, description="data-parallel cases: one entry per rank (the case's time is the max over ranks)"
+    )
+    profile: dict[str, Any] | None = Field(
+        None,
+        description="--profile / --memory-snapshot: the torch.profiler pass's summary (top ops, breakdown, "
+        "overhead, FLOP cross-check) and the files it wrote, relative to the run folder "
+        "(keys: profilers.torch_profile.profile_step and cross_checks); None when not profiled",
     )
     started_utc: str | None = None
     wall_s: float | None = Field(None, description="wall time spent on this case, all passes")
@@ -236,7 +243,16 @@ def migrate_to_3(line: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-MIGRATIONS: dict[int, Any] = {2: migrate_to_2, 3: migrate_to_3}
+def migrate_to_4(line: dict[str, Any]) -> dict[str, Any]:
+    """v3 -> v4: records may carry `profile` (--profile, --memory-snapshot); a v3 record was never
+    profiled and has none."""
+    line = dict(line)
+    if line.get("kind") != "header":
+        line.setdefault("profile", None)
+    return line
+
+
+MIGRATIONS: dict[int, Any] = {2: migrate_to_2, 3: migrate_to_3, 4: migrate_to_4}
 
 
 def migrate(line: dict[str, Any], version: int) -> dict[str, Any]:

@@ -209,7 +209,13 @@ def test_migrate_to_3_gives_older_records_no_ranks():
     assert "ranks" not in migrate({"kind": "header", "run_id": "r"}, 2)
 
 
-@pytest.mark.parametrize("name,version", [("results_v1", 1), ("results_v2", 2)])
+def test_migrate_to_4_gives_older_records_no_profile():
+    rec = migrate({"kind": "record", "metrics": {}}, 3)
+    assert rec["profile"] is None
+    assert "profile" not in migrate({"kind": "header", "run_id": "r"}, 3)
+
+
+@pytest.mark.parametrize("name,version", [("results_v1", 1), ("results_v2", 2), ("results_v3", 3)])
 def test_every_past_version_loads_and_renders(name, version):
     """tests/fixtures keeps a results file of every past schema version: each loads through the
     migrations and renders in every format."""
@@ -218,6 +224,8 @@ def test_every_past_version_loads_and_renders(name, version):
     path = FIXTURES / f"{name}.jsonl"
     assert json.loads(path.read_text().splitlines()[0])["schema_version"] == version
     run = load_results(path)
-    assert run.records and all(r.ranks is None for r in run.records)
+    assert run.records and all(r.profile is None for r in run.records)
+    assert all(r.ranks is None for r in run.records) or version >= 3
+    assert version < 3 or any(r.ranks for r in run.records)
     for fmt in RENDERERS:
         assert render(fmt, run)

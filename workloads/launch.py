@@ -31,7 +31,7 @@ import socket
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ from ..profilers.cpu import fix_malloc_policy
 from ..profilers.measure import MeasureOptions, measure
 from ..profilers.memory import is_oom
 from ..profilers.timer import TimerPolicy
+from ..profilers.torch_profile import ProfileOptions
 from ..reports.schema import Measurement, MemoryStats, Record
 from . import get_workload
 from .base import Case, SkipCase
@@ -76,6 +77,8 @@ class Job:
         pg_timeout_s: process-group timeout: a collective waiting longer fails.
         threads: torch threads per rank (None: usable cores / ranks on this host).
         fault: an injected failure, or None.
+        profile: the profiler passes (profilers.torch_profile.ProfileOptions, the run folder
+            set), each rank writing its own files; run_id names the run they belong to.
     """
 
     cases: list[Case]
@@ -86,6 +89,8 @@ class Job:
     pg_timeout_s: float = PG_TIMEOUT_S
     threads: int | None = None
     fault: Fault | None = None
+    profile: ProfileOptions | None = None
+    run_id: str | None = None
 
 
 class LaunchFailed(Exception):
@@ -170,8 +175,11 @@ def _measure_rank(case: Case, job: Job, group: RankGroup, device: torch.device, 
     built = module.prepare_rank(case, device, group.rank)
     step, nosync, model = (built.step, built.nosync, built.model) if hasattr(built, "step") else (built, None, None)
     _inject(step, job.fault, group.rank)
+    profile = None
+    if job.profile is not None:
+        profile = job.profile.for_case(job.run_id, case.id).for_rank(group.rank, group.size)
     mopts = MeasureOptions(policy=job.policy, fake_clock=job.fake_clock, memory=job.memory,
-                           count_flops=job.count_flops, group=group)
+                           count_flops=job.count_flops, group=group, profile=profile)
     try:
         group.mark(f"{where}: timing")
         m = measure(step, device, mopts)
@@ -283,6 +291,10 @@ def combine(case: Case, every: list[dict]) -> dict:
             "memory_method": m.memory.method if m.memory else None, "state_bytes": r.get("state_bytes"),
         })
     first.info.pop("rank_samples_s", None)
+    profiles = [Measurement.model_validate(r["measurement"]).profile for r in every]
+    if first.profile is not None:  # rank 0's summary; every rank's own files
+        first.profile["traces"] = [p.get("trace") for p in profiles if p and p.get("trace")]
+        first.profile["summary_of_rank"] = every[0]["rank"]
     peaks = [(x["peak_mem_bytes"], i) for i, x in enumerate(ranks) if x["peak_mem_bytes"] is not None]
     if peaks:
         top = max(peaks)[1]
@@ -444,6 +456,7 @@ class RankedExecutor:
     def __call__(self, case: Case, sweep) -> tuple[Record, bool]:
         from .runner import case_record
 
+        self._profile_run(sweep)
         payload = self._payload(case)
         if payload["status"] != "ok":
             oom = payload["status"] == "error" and f"{RankOutOfMemory.__name__}: " in (payload["reason"] or "")
@@ -460,6 +473,10 @@ class RankedExecutor:
             elif base is None:
                 rec.info["scaling_efficiency"] = "no `single` baseline of this table in the results file"
         return rec, False
+
+    def _profile_run(self, sweep) -> None:
+        """Where the ranks' profiler files go: the sweep's run folder, under its run."""
+        self.job = replace(self.job, profile=sweep.measure.profile, run_id=sweep.run_id)
 
     def _payload(self, case: Case) -> dict:
         raise NotImplementedError
@@ -529,6 +546,13 @@ class InJobExecutor(RankedExecutor):
         self._index = 0
         if self.device.type == "cpu":
             fix_malloc_policy()
+
+    def _profile_run(self, sweep) -> None:
+        """Every rank writes its profiler files where rank 0's sweep writes (its run folder and run)."""
+        mine = [(sweep.measure.profile, sweep.run_id)]
+        dist.broadcast_object_list(mine, src=0)
+        profile, run_id = mine[0]
+        self.job = replace(self.job, profile=profile, run_id=run_id)
 
     def agree_plan(self, todo: list[Case] | None) -> list[Case]:
         """Rank 0's list of cases to run (its --resume reads the results file), for every rank."""

@@ -30,6 +30,7 @@ from ..profilers.roofline import Peaks
 from ..profilers.specs import MIG_NO_SPEC
 from ..profilers.telemetry import open_telemetry
 from ..profilers.timer import TimerPolicy
+from ..profilers.torch_profile import ProfileOptions
 from ..profilers.warnings import environment_warnings, hints
 from ..reports.schema import Header, Measurement, Record, new_run_id
 from ..reports.store import ResultsWriter, load_results
@@ -85,6 +86,8 @@ class RunOptions:
             device is cool) and subtract it from energy.
         count_flops: run each step once more under FlopCounterMode (outside timing) and
             record counted FLOPs against the work the implementation dispatches.
+        profile: the torch.profiler / memory-snapshot passes (profilers.torch_profile.
+            ProfileOptions); their files go under the run folder (run_plan sets it), per case.
     """
 
     policy: TimerPolicy = TimerPolicy()
@@ -99,6 +102,7 @@ class RunOptions:
     telemetry: bool = True
     idle_baseline: bool = False
     count_flops: bool = False
+    profile: ProfileOptions | None = None
 
 
 @dataclass
@@ -110,12 +114,21 @@ class Sweep:
         measure: the options every case is measured with (telemetry, peaks, warnings).
         calibration: the calibration summary for the results header (None: none used).
         allocator: the CPU malloc policy that was pinned (None on CUDA).
+        run_id: the run the records are written under (run_plan sets it; it names the
+            folder of the cases' profiler files).
     """
 
     device: torch.device
     measure: MeasureOptions
     calibration: dict | None = None
     allocator: str | None = None
+    run_id: str | None = None
+
+    def case_options(self, case: Case) -> MeasureOptions:
+        """The options `case` is measured with: the sweep's, its profiler files in its own folder."""
+        if self.measure.profile is None:
+            return self.measure
+        return replace(self.measure, profile=self.measure.profile.for_case(self.run_id, case.id))
 
 
 def _now() -> str:
@@ -154,7 +167,7 @@ def open_sweep(cases: list[Case], opts: RunOptions, progress: Progress | None = 
     telemetry = open_telemetry(device, opts.telemetry and not opts.fake_clock)
     mopts = MeasureOptions(
         policy=opts.policy, fake_clock=opts.fake_clock, memory=opts.measure_memory, count_flops=opts.count_flops,
-        telemetry=telemetry, peaks=opts.peaks, peak_flops_override=opts.peak_flops_override,
+        telemetry=telemetry, peaks=opts.peaks, peak_flops_override=opts.peak_flops_override, profile=opts.profile,
         env_warnings=tuple(
             environment_warnings(cpu_governor(), torch.get_num_threads(), usable_cores()) if not opts.fake_clock else ()
         ),
@@ -193,20 +206,45 @@ def case_record(case: Case, status: str, reason: str | None = None, m: Measureme
 def run_one(case: Case, sweep: Sweep) -> tuple[Record, bool]:
     """Run one case; returns its record and whether it ran out of memory."""
     device = resolve_device(case.device)
+    mopts = sweep.case_options(case)
     step = None
     try:
         step = get_workload(case.workload).prepare(case, device)
-        return case_record(case, "ok", m=measure(step, device, sweep.measure)), False
+        return case_record(case, "ok", m=measure(step, device, mopts)), False
     except SkipCase as e:
         return case_record(case, "skipped", str(e)), False
     except Exception as e:  # failures are data: the sweep goes on
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         reason = f"{type(e).__name__}: {first}"[:500]
-        return case_record(case, "oom" if is_oom(e) else "error", reason), is_oom(e)
+        oom = is_oom(e)
+        del e  # its traceback holds the step's tensors
     finally:
         if step is not None:
             step.close()
         del step
+        gc.collect()
+        release_cached_memory(device)
+    rec = case_record(case, "oom" if oom else "error", reason)
+    if oom and mopts.profile is not None and mopts.profile.memory_snapshot:
+        rec.profile = _snapshot_at_oom(case, device, mopts)
+    return rec, oom
+
+
+def _snapshot_at_oom(case: Case, device: torch.device, mopts: MeasureOptions) -> dict:
+    """--memory-snapshot on a case that ran out of memory: prepare it and call its step once more,
+    with the allocator's history on, and dump the snapshot at the failure."""
+    from ..profilers.torch_profile import snapshot_on_oom
+
+    def attempt() -> None:
+        step = get_workload(case.workload).prepare(case, device)
+        try:
+            step.run()
+        finally:
+            step.close()
+
+    try:
+        return snapshot_on_oom(attempt, device, mopts.profile)
+    finally:
         gc.collect()
         release_cached_memory(device)
 
@@ -234,6 +272,7 @@ def run_cases(
     progress = progress or NullProgress()
     own = sweep is None
     sweep = sweep or open_sweep(cases, opts, progress)
+    sweep.run_id = sweep.run_id or run_id
     oom_at = dict(oom_at or {})
     execute = execute or run_one
     records = []
@@ -300,9 +339,11 @@ def run_plan(
     if not cases:  # nothing left to run (a --resume of a finished plan): no empty segment
         return []
     prior = load_results(results_path).records if results_path.exists() else []
+    if opts.profile is not None:  # profiler files go into the run folder, paths relative to it
+        opts = replace(opts, profile=replace(opts.profile, run_dir=results_path.parent.resolve()))
     sweep = open_sweep(cases, opts, progress)
     try:
-        run_id = new_run_id()
+        run_id = sweep.run_id = new_run_id()
         header = Header(
             run_id=run_id, tool_version=__version__, created_utc=_now(), command=command, argv=list(argv or []),
             **provenance(), environment=collect_environment(calibration=sweep.calibration), warning_hints=hints(),
