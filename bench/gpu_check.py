@@ -5,7 +5,9 @@ one record's NVML telemetry), model (GPT-2 124M/350M train, prefill, decode), at
 (every SDPA backend, naive and the LSTM at the reference's shapes: bf16, H=16, d=128,
 batch*N = 16384 tokens) and parallel (124M train B=16 T=1024 as `single` and as `ddp` at
 world size 1, each one rank launched with NCCL as `xfbench parallel` does, and the all-reduce
-1 KiB ... 256 MiB at world size 1; estimate ~50 s). Every measured figure is printed beside the one in
+1 KiB ... 256 MiB at world size 1; estimate ~50 s) and profile (--profile on attention fwd+bwd at
+N=8192, flash and math, and a memory snapshot of the 124M train step; bench/gpu_profile_section.py).
+Every measured figure is printed beside the one in
 ../shared/GPU-REFERENCE.md (plain PyTorch on one H200; an H100 has the same compute
 ceilings), and each section prints its estimate and its wall time. Failed cells are data,
 shown in the tables; exits 1 only when a section crashed, 2 when an import fails (one line).
@@ -15,7 +17,7 @@ then `bash bench/gpu_run.sh` there with `.whl` carried: it puts this checkout on
 as `xfbench` and the wheels in a temp dir (no `pip install -e`), and runs this under a timeout.
 Smoke test anywhere: `python bench/gpu_check.py --device cpu --quick --threads 1` (one thread:
 on a small shared box, two OpenMP threads racing other processes wait a scheduler tick).
-`--only hardware,model,attention,parallel` picks sections.
+`--only hardware,model,attention,parallel,profile` picks sections.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ try:
     from gpu_model_section import model_cases, model_section
     from gpu_parallel_section import estimate_s as parallel_estimate_s
     from gpu_parallel_section import parallel_section
+    from gpu_profile_section import ESTIMATE_S as PROFILE_S
+    from gpu_profile_section import profile_section
 
     from xfbench.profilers.calibrate import to_peaks
     from xfbench.profilers.device import resolve_device
@@ -245,6 +249,7 @@ SECTIONS = {
     "model": (model_section_cells, model_estimate_s),
     "attention": (attention_section, lambda ctx: len(attention_cases(ctx)) * cell_s(ctx.opts.policy)),
     "parallel": (parallel_section_cells, lambda ctx: parallel_estimate_s(ctx.device, ctx.quick)),
+    "profile": (lambda ctx: profile_section(ctx.device, ctx.opts, ctx.quick), lambda ctx: PROFILE_S),
 }
 
 
