@@ -314,13 +314,21 @@ def profile_step(run: Callable[[], object], device: torch.device, po: ProfileOpt
     spans = _step_spans(events)
     steps = len(spans) or po.active
     step_s = sum(b - a for a, b in spans) / 1e6 / steps if spans else sorted(walls)[len(walls) // 2]
+    averages = prof.key_averages(group_by_input_shape=True)
     on_device = device.type == "cuda"
-    summary = summarize(prof.key_averages(group_by_input_shape=True), steps, step_s, on_device, po.top_k)
+    note = None
+    if on_device and not any(_self_device_s(e) > 0 for e in averages):
+        # CUDA asked for but no kernel recorded (no CUPTI in this install, or another profiler holds it)
+        on_device = False
+        note = "no device activity was recorded (is CUPTI available?): ops sorted by self CPU time"
+    summary = summarize(averages, steps, step_s, on_device, po.top_k)
     seconds = summary.pop("seconds")
     if on_device:
         dev = device_breakdown(events, spans)
         seconds = dev if dev is not None else seconds
     walls.sort()
+    if note:
+        summary["note"] = note
     return {
         "trace": rel, "trace_bytes": path.stat().st_size, "how_to_open": HOW_TO_OPEN_TRACE,
         "activities": [a.name for a in _activities(device)],
