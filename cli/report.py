@@ -9,6 +9,23 @@ from .status import ExitStatus
 FIGURE_FORMATS = ("pdf", "svg", "png")
 
 
+def files_base(run_dir: Path, dest: Path) -> str | None:
+    """How an HTML report written to `dest` reaches the run folder, for its links to the profiler's
+    files (named relative to the run folder): '' when it is written into the run folder, a relative
+    path when elsewhere, None on stdout (no folder to be relative to: the paths are shown as text)."""
+    import os
+
+    from ..reports.writer import STDOUT
+
+    if str(dest) == STDOUT:
+        return None
+    try:
+        rel = os.path.relpath(run_dir.resolve(), dest.resolve().parent)
+    except ValueError:  # another drive (Windows): no relative path
+        return None
+    return "" if rel == "." else Path(rel).as_posix()
+
+
 def report(
     source: Path = typer.Argument(..., help="A run folder (holding results.jsonl) or a results file."),
     html: Path | None = typer.Option(None, "--html", help="Write the self-contained HTML report here ('-': stdout)."),
@@ -65,6 +82,7 @@ def report(
         opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
         if name == "html":
             opts["raw_data"] = raw_data
+            opts["files_base"] = files_base(run_dir, dest)
         written = write_output(built[name] if name in built else render(name, run, **opts), dest)
         if written is not None:
             console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)

@@ -5,8 +5,10 @@ records, with that workload's tables (its own builder where reports has one, the
 results and scaling tables otherwise) and its figures (reports.figures, chosen from the
 records' metrics). A workload added later (data-parallel) gets a section, tables and
 figures without a change here or in any renderer; data-parallel and collectives have their own tables
-(reports.parallel_report) through the same registry. Nothing here formats a number: tables
-hold typed cells, and the summary's sentences use reports.units.
+(reports.parallel_report) through the same registry. A run with profiled cases (--profile,
+--memory-snapshot) gets a Profile section after the workloads' (reports.profile_report).
+Nothing here formats a number: tables hold typed cells, and the summary's sentences use
+reports.units.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Section:
     intro: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Any] = field(default_factory=list)  # reports.figures.FigureSpec
+    # reports.profile_report.ProfileCase, one per profiled case (the Profile section): the HTML
+    # draws each case's bar and file links beside its table; `tables` holds the same tables.
+    profiles: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +143,9 @@ def _sections(run: RunResult, specs: list[Any]) -> list[Section]:
                 figures=[s for s in specs if s.workload == workload],
             )
         )
+    profile = _profile_section(run)
+    if profile is not None:  # --profile / --memory-snapshot: what happened inside a step
+        sections.append(profile)
     from .repeats_table import repeats_table
 
     between = repeats_table(run)
@@ -148,6 +156,19 @@ def _sections(run: RunResult, specs: list[Any]) -> list[Section]:
             tables=[between],
         ))
     return sections
+
+
+def _profile_section(run: RunResult) -> Section | None:
+    """The Profile section: one table (and bar) per profiled case; None when no record has a profile."""
+    from .profile_report import has_profiles, profile_intro, profile_report
+
+    if not has_profiles(run):
+        return None
+    cases, tables = profile_report(run)
+    return Section(
+        key="profile", title="Profile: operators inside a step (--profile)", workload="profile",
+        intro=profile_intro(run), tables=tables, profiles=cases,
+    )
 
 
 def calibration_summary(header: Header) -> Table | None:

@@ -9,6 +9,11 @@ whose SHA-256 it names, computed here from SCRIPT at render time. The page reads
 without that script; the script only adds sort buttons to table headers and opens every
 <details> before printing.
 
+A profiled run (--profile) adds, per case, a bar of operator shares: spans whose only inline
+style is their width (the CSP allows inline styles; colours are classes in the stylesheet) and
+links to the profiler's files, named relative to the run folder: an href only for a plain
+relative path, resolved from where the page goes (`files_base`), text otherwise.
+
 Pure: no file is written, and the same results with the same `generated_utc` render
 byte-identical HTML (order comes from the file and the Document, ids from positions and keys).
 """
@@ -19,6 +24,7 @@ import base64
 import hashlib
 import json
 import math
+import posixpath
 import re
 import shlex
 from collections.abc import Callable
@@ -236,16 +242,97 @@ def _records_view(records: list[Record], raw_data: str) -> tuple[list[dict[str, 
     return views, note
 
 
+# The bar of operator shares (reports.profile_report.segments): one colour per top operator, in
+# the order of the table's '#' (Tableau 10, readable on the light and the dark background), a
+# grey for the other ops and a hatched grey for the time outside ops / device idle (classes in
+# the template's stylesheet; only the widths are inline styles, which the CSP allows).
+BAR_COLOURS = 10
+# A path the record names relative to the run folder becomes a link only when it is plainly
+# that: no scheme, not absolute, no '..', no backslash or control character (a results file is
+# data, and a crafted one must not put a javascript: or outside URL on the page).
+_SAFE_PATH = re.compile(r"^(?![/~])[A-Za-z0-9._+=@,\- ][A-Za-z0-9._+=@,\- /]*$")
+
+
+def _file_href(path: str, files_base: str | None) -> str | None:
+    """The href of a file named relative to the run folder, from a page whose folder reaches the
+    run folder by `files_base` ('' = the page is in the run folder; None = not known: no link)."""
+    from urllib.parse import quote
+
+    if files_base is None or not _SAFE_PATH.match(path) or ".." in path.split("/"):
+        return None
+    return quote(posixpath.join(files_base, path) if files_base else path, safe="/._-~+=@,")
+
+
+def _segment_colour(key: str) -> str:
+    """The colour class of a bar segment (and its legend swatch)."""
+    if key.isdigit():
+        return f"seg-{(int(key) - 1) % BAR_COLOURS}"
+    return "seg-other" if key == "other" else "seg-rest"
+
+
+def profile_view(case: Any, table: dict[str, Any], files_base: str | None) -> dict[str, Any]:
+    """One profiled case for the template: its bar (a segment per table row with a share; widths
+    in % of the bar, to 3 decimals), its table, and its files as links (or text, see _file_href)."""
+    from .units import fmt_bytes, fmt_pct
+
+    bar = [
+        {
+            "key": seg.key,
+            "colour": _segment_colour(seg.key),
+            "width": f"{100 * seg.width:.3f}%",
+            "share": repr(seg.share),
+            "label": seg.label,
+            "share_text": fmt_pct(seg.share),
+        }
+        for seg in case.segments
+    ]
+    files = [
+        {
+            "what": f.what,
+            "path": f.path,
+            "href": _file_href(f.path, files_base),
+            "size": fmt_bytes(f.size_bytes) if f.size_bytes is not None else None,
+            "how": f.how_to_open,
+        }
+        for f in case.files
+    ]
+    unlinked = [f for f in files if f["href"] is None]
+    if unlinked and files_base is None:
+        from .profile_report import UNLOCATED_NOTE
+
+        files_note = UNLOCATED_NOTE
+    elif unlinked:
+        files_note = "a path that is not a plain relative path inside the run folder is shown as text, not linked"
+    else:
+        files_note = None
+    from .profile_report import file_text
+
+    summary = ", ".join(f"{b['label']} {b['share_text']}" for b in bar)
+    listed = {file_text(f) for f in case.files}  # the list under the table shows (and links) these
+    return {
+        "id": f"{table['id']}-case",
+        "name": case.name,
+        "caption": "operators by self time per step (torch.profiler)",
+        "table": {**table, "notes": [n for n in table["notes"] if n not in listed]},
+        "bar": bar,
+        "bar_label": f"share of the profiled step: {summary}" if bar else "",
+        "bar_note": case.bar_note,
+        "files": files,
+        "files_note": files_note,
+    }
+
+
 def _slot(i: int) -> str:
     """Where figure i goes in the rendered page until it is drawn: a comment no escaped text can
     contain (escaping turns every '<' of record text into '&lt;')."""
     return f"<!--xfbench-figure-{i}-->"
 
 
-def document_view(doc: Document, raw_data: str = "auto") -> dict[str, Any]:
+def document_view(doc: Document, raw_data: str = "auto", files_base: str | None = "") -> dict[str, Any]:
     """Everything the template draws, from a reports.document.Document: escaped text, and
     Markup only for the fixed SCRIPT and the figure slots (_slot), which render_document
-    replaces with this run's figures."""
+    replaces with this run's figures. `files_base`: how the page's folder reaches the run folder,
+    for links to the profiler's files (see render)."""
     from markupsafe import Markup
 
     from .document import slug
@@ -265,7 +352,11 @@ def document_view(doc: Document, raw_data: str = "auto") -> dict[str, Any]:
         ]
         sid = ids(s.key)
         tables = [table_view(t, ids(f"{sid}-table-{i}"), sortable=True) for i, t in enumerate(s.tables, 1)]
-        sections.append({"id": sid, "title": s.title, "intro": s.intro, "figures": figures, "tables": tables})
+        by_table = {id(t): v for t, v in zip(s.tables, tables, strict=True)}
+        profiles = [profile_view(c, by_table[id(c.table)], files_base) for c in s.profiles if id(c.table) in by_table]
+        drawn = {p["table"]["id"] for p in profiles}
+        sections.append({"id": sid, "title": s.title, "intro": s.intro, "figures": figures, "tables": tables,
+                         "profiles": profiles, "rest": [t for t in tables if t["id"] not in drawn]})
     environment = [table_view(t, ids(f"environment-table-{i}"), sortable=False)
                    for i, t in enumerate(doc.environment, 1)]
     records, raw_note = _records_view(doc.run.records, raw_data)
@@ -283,13 +374,14 @@ def document_view(doc: Document, raw_data: str = "auto") -> dict[str, Any]:
         ],
         "records": records,
         "raw_note": raw_note,
+        "has_profiles": any(s["profiles"] for s in sections),
         "csp": content_security_policy(SCRIPT),
         "script": Markup(SCRIPT),
     }
 
 
 def render_document(doc: Document, *, raw_data: str = "auto",
-                    svgs: Callable[[], list[str]] | None = None) -> str:
+                    svgs: Callable[[], list[str]] | None = None, files_base: str | None = "") -> str:
     """The HTML of an already built reports.document.Document (see render and document_view).
 
     `svgs` gives the inline SVG of each section figure in order once they are drawn (render
@@ -310,7 +402,7 @@ def render_document(doc: Document, *, raw_data: str = "auto",
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    page = env.get_template(TEMPLATE).render(**document_view(doc, raw_data=raw_data))
+    page = env.get_template(TEMPLATE).render(**document_view(doc, raw_data=raw_data, files_base=files_base))
     for i, svg in enumerate(svgs()):
         slot = _slot(i)
         if page.count(slot) != 1:
@@ -319,7 +411,8 @@ def render_document(doc: Document, *, raw_data: str = "auto",
     return page
 
 
-def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = "auto") -> str:
+def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = "auto",
+           files_base: str | None = "") -> str:
     """The self-contained HTML report of `run`.
 
     Args:
@@ -329,6 +422,10 @@ def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = 
         raw_data: what the raw-data appendix holds per record: 'json' (samples and the full record
             JSON), 'samples', 'none' (no appendix), or 'auto' (default: 'json' up to
             AUTO_JSON_BUDGET bytes of record JSON, else 'samples'); see RAW_DATA.
+        files_base: the run folder as seen from the folder the page is written to, for links to
+            the profiler's files (their paths are relative to the run folder): '' (default) when
+            the page goes into the run folder (report.html, as every sweep writes it), a relative
+            path ('../runs/x') when elsewhere, None when not known: the paths are then text.
     """
     from .document import build_document, figure_order
     from .figures import figure_specs, start_inline_svgs
@@ -336,4 +433,4 @@ def render(run: RunResult, *, generated_utc: str | None = None, raw_data: str = 
     specs = figure_specs(run)
     figures = start_inline_svgs(run, figure_order(run, specs))  # drawn on the other cores while the page renders
     doc = build_document(run, generated_utc=generated_utc, specs=specs)
-    return render_document(doc, raw_data=raw_data, svgs=figures)
+    return render_document(doc, raw_data=raw_data, svgs=figures, files_base=files_base)

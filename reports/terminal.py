@@ -17,17 +17,24 @@ def to_rich(t: Table) -> RichTable:
     """The table body; print_table adds title and notes at full width (rich wraps them to the table)."""
     rt = RichTable(box=box.SIMPLE_HEAVY)
     for i, c in enumerate(t.columns):
-        rt.add_column(c, justify="right" if i == 0 else "left", no_wrap=i == 0)
+        # overflow="fold": a word wider than its column (an operator's name) breaks, never loses its end
+        rt.add_column(c, justify="right" if i == 0 else "left", no_wrap=i == 0, overflow="fold")
     for row in t.rows:
         rt.add_row(*[Text(c.text, style=STYLES[c.status]) for c in row])
     return rt
 
 
 def render(run: RunResult, console: Console, tables: list[Table] | None = None) -> None:
-    """Print the load notes of a run, then `tables` (default: the generic tables of the run)."""
+    """Print the load notes of a run, then `tables` (default: the generic tables of the run), then
+    the top-operator table of each profiled case (--profile; reports.profile_report), whichever
+    tables a command chose: they are about the step, not the command."""
+    from .profile_report import profile_tables
+
     for note in run.notes:
         console.print(Text(f"note: {note}", style="yellow"))
-    for t in all_tables(run) if tables is None else tables:
+    shown = all_tables(run) if tables is None else list(tables)
+    titles = {t.title for t in shown}
+    for t in shown + [t for t in profile_tables(run) if t.title not in titles]:
         print_table(t, console)
 
 

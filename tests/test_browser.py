@@ -132,3 +132,57 @@ def test_report_in_headless_chromium(tmp_path):
             browser.close()
     print(f"\nreport: {page_path} ({page_path.stat().st_size:,} bytes); screenshot: {shot} "
           f"({shot.stat().st_size:,} bytes); browser test {time.perf_counter() - started:.1f} s")
+
+
+def test_profile_section_in_headless_chromium(tmp_path):
+    """The --profile section: visible, each bar segment drawn with a nonzero width in proportion to
+    its share, the trace links resolve to the run folder, and no request, error or CSP violation."""
+    sync_playwright = _sync_playwright()
+    fixture = Path(__file__).parent / "fixtures" / "report_profile.jsonl"
+    run = load_results(fixture)
+    page_path = tmp_path / "report.html"  # written into the "run folder": the record's paths are the hrefs
+    page_path.write_text(render(run, generated_utc=STAMP), encoding="utf-8")
+    profiled = [r for r in run.records if r.profile]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(offline=True, viewport={"width": 1280, "height": 900})
+            remote: list[str] = []
+
+            def route(r):
+                if r.request.url.startswith("file:"):
+                    r.continue_()
+                else:
+                    remote.append(r.request.url)
+                    r.abort()
+
+            context.route("**/*", route)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_path.as_uri(), wait_until="load")
+
+            section = page.locator("section#profile")
+            section.scroll_into_view_if_needed()
+            assert section.is_visible()
+            bars = section.locator(".opbar")
+            assert bars.count() == len(profiled)
+            for i, rec in enumerate(profiled):
+                bar = bars.nth(i)
+                bar.scroll_into_view_if_needed()
+                assert bar.is_visible()
+                total = bar.evaluate("b => b.clientWidth")
+                widths = bar.evaluate("b => [...b.querySelectorAll('.seg')].map(s => s.getBoundingClientRect().width)")
+                prof = rec.profile
+                shares = [o["share"] for o in prof["ops"]]
+                shares += [prof["other_ops"]["share"], prof["breakdown"]["outside_ops"]]
+                assert len(widths) == len(shares) and min(widths) > 0, widths
+                for w, s in zip(widths, shares, strict=True):
+                    assert abs(w - s * total) < 1.0, (i, w, s, total)  # layout rounds to a pixel at most
+            hrefs = section.locator(".profile-files a").evaluate_all("as => as.map(a => a.href)")
+            assert hrefs == [(tmp_path / r.profile["trace"]).as_uri() for r in profiled]
+            assert "memory snapshot: skipped" in section.inner_text()
+            assert remote == [] and errors == [], (remote, errors)
+        finally:
+            browser.close()
