@@ -268,6 +268,7 @@ def profile_case(r: Record) -> ProfileCase:
         return ProfileCase(r.case_id, name, Table(f"profile: {name}", COLUMNS, rows, notes), files=files)
     notes = [
         _what_note(p),
+        *([f"profiler: {p['note']}"] if p.get("note") else []),  # e.g. CUDA asked for, no kernel recorded
         *[n for n in (_breakdown_note(p), _overhead_note(p), _flops_note(p)) if n],
         *_file_notes(p, files),
     ]

@@ -233,6 +233,13 @@ def test_overlapping_device_shares_scale_the_bar_and_say_so(run):
     assert "add up to 140.0%" in _html(_with_profile(run, p))
 
 
+def test_the_profilers_own_note_is_shown(run):
+    note = "no device activity was recorded (is CUPTI available?): ops sorted by self CPU time"
+    noted = _with_profile(run, {**run.records[0].profile, "note": note})
+    assert f"profiler: {note}" in profile_cases(noted)[0].table.notes
+    assert f"profiler: {note}" in _text(noted)
+
+
 # --- what the pass could not do -------------------------------------------------------------------
 
 
