@@ -344,7 +344,8 @@ def profile_step(run: Callable[[], object], device: torch.device, po: ProfileOpt
             "memory copies/sets, idle = span covered by no device event"
             if on_device and "idle" in seconds else
             "self CPU time of the step's operators by name (collectives: communication; copies, casts, fills: "
-            "memory; other ops: compute); outside_ops = time on the step's thread inside no operator"
+            "memory; other ops: compute); outside_ops = time on the step's thread inside no operator (Python, "
+            "the framework, freeing tensors)"
         ),
     }
 
