@@ -142,7 +142,9 @@ class SharedOptions:
     fake_clock: FakeClock = False
 
     def run_options(self):
-        """As RunOptions (imports torch: call it inside a command body)."""
+        """As RunOptions (imports torch: call it inside a command body); check_shared first, so a
+        bad shared option is exit 2 before anything is calibrated or measured."""
+        self.check_shared()
         from ..profilers.timer import TimerPolicy
         from ..workloads.runner import RunOptions
         from .parse import parse_bytes, parse_peak_tflops
@@ -150,12 +152,34 @@ class SharedOptions:
         return RunOptions(
             policy=TimerPolicy(target_ci_rel=self.target_ci, max_time_s=self.max_time),
             threads=self.threads, measure_memory=self.memory, count_flops=self.count_flops,
-            mem_limit_bytes=parse_bytes(self.mem_limit, "--mem-limit") if self.mem_limit else None,
+            mem_limit_bytes=parse_bytes(self.mem_limit, "--mem-limit") if self.mem_limit is not None else None,
             peak_flops_override=parse_peak_tflops(self.peak_tflops), telemetry=self.telemetry,
             idle_baseline=self.idle_baseline, fake_clock=self.fake_clock,
-            calibrate=self.calibrate or self.recalibrate, recalibrate=self.recalibrate,
+            calibrate=self.calibrate, recalibrate=self.recalibrate,  # check_shared: --recalibrate implies it
             profile=self.profile_options(),
         )
+
+    def check_shared(self, argv: list[str] | None = None) -> None:
+        """BadInput (one line, exit 2) for shared options that contradict each other or cannot work:
+        --no-calibrate with --recalibrate, an empty or unusable --out (parse.check_out: a file, a
+        results.jsonl that is a folder, a name too long, a parent that is a file), an empty or
+        bad --mem-limit. Reads nothing but the file system; `argv` (default sys.argv[1:]) is where
+        an empty --out shows (Typer turns '' into '.')."""
+        import sys
+
+        from ..reports.errors import BadInput
+        from .parse import check_out, given_empty, parse_bytes
+
+        if self.recalibrate and not self.calibrate:
+            raise BadInput(
+                "--recalibrate contradicts --no-calibrate: give one (--recalibrate measures the peaks again, "
+                "--no-calibrate measures against none)"
+            )
+        if given_empty(sys.argv[1:] if argv is None else argv, "--out"):
+            raise BadInput("--out: give a folder")
+        check_out(self.out, "--out")
+        if self.mem_limit is not None:  # '' is not "no limit": it is a mistake
+            parse_bytes(self.mem_limit, "--mem-limit")
 
     def profile_options(self):
         """As profilers.torch_profile.ProfileOptions, or None without --profile and --memory-snapshot."""

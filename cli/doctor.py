@@ -22,10 +22,20 @@ def doctor(
     from ..profilers.device import resolve_device
     from ..profilers.doctor import examine
     from ..profilers.verdict import report
+    from .parse import interrupt_says
 
-    facts = examine(
-        resolve_device(device), noise_seconds=seconds, threads=threads, calibrate=calibrate, recalibrate=recalibrate
-    )
+    if recalibrate and not calibrate:
+        from ..reports.errors import BadInput
+
+        raise BadInput("--recalibrate contradicts --no-calibrate: give one")
+    with interrupt_says(
+        "doctor interrupted while examining the machine: it writes nothing but the calibration cache, so nothing "
+        "was lost"
+    ):
+        facts = examine(
+            resolve_device(device), noise_seconds=seconds, threads=threads, calibrate=calibrate,
+            recalibrate=recalibrate,
+        )
     rep = report(facts)
     if as_json:
         import json  # here, not at start-up: --help stays fast

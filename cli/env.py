@@ -20,24 +20,26 @@ def env(
     peak_tflops: float | None = typer.Option(None, "--peak-tflops", help="Your peak in TFLOP/s, shown beside."),
 ) -> ExitStatus:
     """Show torch/CUDA/cuDNN versions, devices, CPU, threads, RAM, NVML; with --calibrate, measured peaks."""
-    from .parse import parse_peak_tflops
+    from .parse import interrupt_says, parse_peak_tflops
 
     peak = parse_peak_tflops(peak_tflops)
+    report = None
+    # A calibration's own interrupt says what it was measuring (profilers.calibrate.load_or_calibrate).
+    with interrupt_says("env interrupted: it writes nothing but the calibration cache, so nothing was lost"):
+        from ..profilers.env import collect_environment, provenance
 
-    from ..profilers.env import collect_environment, provenance
+        if calibrate or recalibrate:
+            from ..profilers.calibrate import calibration_report, load_or_calibrate
+            from ..profilers.device import resolve_device
+
+            res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate, level="full")
+            report = calibration_report(res, peak)
+        info = collect_environment(calibration=report)
+        info.update(provenance())
     from ..reports.environment import environment_table
     from ..reports.terminal import print_table
     from .console import make_console
 
-    report = None
-    if calibrate or recalibrate:
-        from ..profilers.calibrate import calibration_report, load_or_calibrate
-        from ..profilers.device import resolve_device
-
-        res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate, level="full")
-        report = calibration_report(res, peak)
-    info = collect_environment(calibration=report)
-    info.update(provenance())
     if as_json:
         import json  # here, not at start-up: --help stays fast
 

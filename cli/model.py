@@ -3,6 +3,7 @@
 import typer
 
 from .common import SharedOptions, check_dtype, sweep_command
+from .parse import MAX_DIM, MAX_LEN
 from .status import ExitStatus
 
 MODE_CHOICES = ("train", "prefill", "decode")
@@ -47,15 +48,16 @@ def model(
         f"(GPT-3) [default: {DEFAULT_PRESETS}, or only the custom model when --layers is given].",
     ),
     mode: str = typer.Option("train,prefill,decode", "--mode", help="train, prefill, decode, comma-separated."),
-    batch: int = typer.Option(8, "--batch", min=1, help="Batch size B (sequences per step)."),
+    batch: int = typer.Option(8, "--batch", min=1, max=MAX_LEN, help="Batch size B (sequences per step)."),
     seq_len: int | None = typer.Option(
-        None, "--seq-len", min=1, help="Tokens per sequence T for train [default: each model's context]."
+        None, "--seq-len", min=1, max=MAX_LEN, help="Tokens per sequence T for train [default: each model's context]."
     ),
     prompt_len: int | None = typer.Option(
-        None, "--prompt-len", min=1, help="Prompt length P for prefill and decode [default: T/2]."
+        None, "--prompt-len", min=1, max=MAX_LEN, help="Prompt length P for prefill and decode [default: T/2]."
     ),
     new_tokens: int | None = typer.Option(
-        None, "--new-tokens", min=1, help="Tokens decode generates into its static KV cache [default: T-P]."
+        None, "--new-tokens", min=1, max=MAX_LEN,
+        help="Tokens decode generates into its static KV cache [default: T-P].",
     ),
     dtype: str = typer.Option(
         "auto", "--dtype",
@@ -66,10 +68,14 @@ def model(
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="Also run decode captured in a CUDA graph (CUDA only; skipped on CPU)."
     ),
-    layers: int | None = typer.Option(None, "--layers", min=1, help="Custom model: layers L."),
-    d_model: int | None = typer.Option(None, "--d-model", min=1, help="Custom model: width d."),
-    heads: int | None = typer.Option(None, "--heads", min=1, help="Custom model: attention heads (divide d)."),
-    vocab: int | None = typer.Option(None, "--vocab", min=1, help="Custom model: vocabulary [default: 50304]."),
+    layers: int | None = typer.Option(None, "--layers", min=1, max=MAX_DIM, help="Custom model: layers L."),
+    d_model: int | None = typer.Option(None, "--d-model", min=1, max=MAX_DIM, help="Custom model: width d."),
+    heads: int | None = typer.Option(
+        None, "--heads", min=1, max=MAX_DIM, help="Custom model: attention heads (divide d)."
+    ),
+    vocab: int | None = typer.Option(
+        None, "--vocab", min=1, max=MAX_LEN, help="Custom model: vocabulary [default: 50304]."
+    ),
     flop_convention: str = typer.Option(
         "full", "--flop-convention", help="Attention FLOPs: full (PaLM, nanoGPT) or causal (halved)."
     ),
@@ -126,6 +132,31 @@ def model_plan(
         dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, custom=custom, flop_convention=conv[0],
     )
     try:
-        return cases(cfg, dev)
+        plan = cases(cfg, dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
+    check_gpt_tensors(plan)
+    return plan
+
+
+def gpt_tensors(params: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """The largest tensors one GPT case (`xfbench model` or `parallel`) makes, as (what, shape)."""
+    b, t, d, v = params["batch"], params["seq_len"], params["n_embd"], params["vocab_size"]
+    out = [
+        ("logits (B, T, vocab)", (b, t, v)), ("MLP activations (B, T, 4d)", (b, t, 4 * d)),
+        ("token embedding (vocab, d)", (v, d)), ("position embedding (context, d)", (params["block_size"], d)),
+    ]
+    if params.get("new_tokens"):  # decode's static cache: every layer's keys (and as many values)
+        heads = params["n_head"]
+        shape = (params["n_layer"], b, heads, t + params["new_tokens"], d // heads)
+        out.append(("KV cache (L, B, heads, P+M, d/heads)", shape))
+    return out
+
+
+def check_gpt_tensors(plan: list) -> None:
+    """BadInput if a case of `plan` would make a tensor past parse.MAX_TENSOR_ELEMENTS."""
+    from .parse import check_elements
+
+    for case in plan:
+        for what, shape in gpt_tensors(case.params):
+            check_elements(shape, what, case.name)

@@ -3,6 +3,7 @@
 import typer
 
 from .common import SharedOptions, check_dtype, sweep_command
+from .parse import MAX_DIM, MAX_LEN
 from .status import ExitStatus
 
 STRATEGY_CHOICES = ("single", "ddp", "fsdp")
@@ -33,16 +34,20 @@ def parallel(
     scaling: str = typer.Option(
         "weak", "--scaling", help="weak: --batch per rank (global batch grows); strong: --batch global, split."
     ),
-    batch: int = typer.Option(8, "--batch", min=1, max=1 << 20, help="Batch B: per rank (weak) or global (strong)."),
+    batch: int = typer.Option(8, "--batch", min=1, max=MAX_LEN, help="Batch B: per rank (weak) or global (strong)."),
     seq_len: int | None = typer.Option(
-        None, "--seq-len", min=1, max=1 << 20, help="Tokens per sequence T [default: the model's context]."
+        None, "--seq-len", min=1, max=MAX_LEN, help="Tokens per sequence T [default: the model's context]."
     ),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16 (autocast; fp32 weights)."),
     bucket_mb: int = typer.Option(25, "--bucket-mb", min=1, max=1 << 16, help="DDP's gradient bucket size (MiB)."),
-    layers: int | None = typer.Option(None, "--layers", min=1, help="Custom model: layers L."),
-    d_model: int | None = typer.Option(None, "--d-model", min=1, help="Custom model: width d."),
-    heads: int | None = typer.Option(None, "--heads", min=1, help="Custom model: attention heads (divide d)."),
-    vocab: int | None = typer.Option(None, "--vocab", min=1, help="Custom model: vocabulary [default: 50304]."),
+    layers: int | None = typer.Option(None, "--layers", min=1, max=MAX_DIM, help="Custom model: layers L."),
+    d_model: int | None = typer.Option(None, "--d-model", min=1, max=MAX_DIM, help="Custom model: width d."),
+    heads: int | None = typer.Option(
+        None, "--heads", min=1, max=MAX_DIM, help="Custom model: attention heads (divide d)."
+    ),
+    vocab: int | None = typer.Option(
+        None, "--vocab", min=1, max=MAX_LEN, help="Custom model: vocabulary [default: 50304]."
+    ),
     exposed_comm: bool = typer.Option(
         True, "--exposed-comm/--no-exposed-comm",
         help="Also time DDP's step under no_sync (gradient all-reduce skipped): the difference is exposed comm.",
@@ -120,7 +125,7 @@ def parallel_plan(
     from ..workloads.collectives import cases as collective_cases
     from ..workloads.gpt import PRESETS
     from ..workloads.parallel import ParallelConfig, cases
-    from .model import custom_model, parse_presets
+    from .model import check_gpt_tensors, custom_model, parse_presets
     from .parse import parse_bytes, parse_choices
 
     strategies, scale, sizes = parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
@@ -152,6 +157,7 @@ def parallel_plan(
         plan = cases(cfg, dev) + collective_cases(CollectiveConfig(ops, message, comm_sizes), dev)
     except ValueError as e:
         raise BadInput(str(e)) from None
+    check_gpt_tensors([c for c in plan if "n_embd" in c.params])  # the collective cases have no model
     if job_env is not None and job_env["world_size"] > 1:  # one rank alone runs `single`; the rest, all ranks
         plan = [c for c in plan if c.params["world_size"] == job_env["world_size"] or c.variant == "single"]
     return plan

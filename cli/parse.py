@@ -1,8 +1,16 @@
-"""Pure parsers for option values (lists, ranges, byte sizes). Errors are BadInput lines."""
+"""Parsers and checks for option values (lists, ranges, byte sizes, shapes, the run folder).
+
+Errors are BadInput lines (exit code 2), raised before anything is calibrated or measured.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from ..reports.errors import BadInput
 
@@ -10,6 +18,18 @@ from ..reports.errors import BadInput
 MAX_SWEEP_POINTS = 10_000
 # Tensor dimensions past 32 bits are out of reach of every kernel measured here.
 MAX_SWEEP_VALUE = 2**31 - 1
+# Bounds of the shape options of every command (--batch, --seq-len, --vocab: MAX_LEN; --heads,
+# --head-dim, --layers, --d-model: MAX_DIM) and of suite files' keys: defined here once.
+MAX_LEN = 1 << 20  # tokens, batch, vocabulary: a million
+MAX_DIM = 1 << 16  # heads, head_dim, layers, width
+# No tensor a case makes may hold more elements than this: its bytes (at most 4 per element,
+# float32) then stay within int64, where torch counts them. Past it torch fails inside the
+# case ("numel ... overflow"), an error record and exit 3 for what is an option error.
+MAX_TENSOR_ELEMENTS = 2**60
+# A user's peak of one device may be at most this many TFLOP/s (1e18 FLOP/s, ~200x the
+# densest accelerator's FP8 peak). NOTE: profilers.calibration_cache.FLOP_PER_S_BOUNDS
+# has the same upper end (tests/test_option_reliability.py checks it).
+MAX_PEAK_TFLOPS = 1e6
 
 
 def _positive_int(text: str, option: str) -> int:
@@ -93,6 +113,8 @@ def parse_peak_tflops(value: float | None, option: str = "--peak-tflops") -> flo
         return None
     if not (value > 0 and value != float("inf")):  # also rejects NaN
         raise BadInput(f"{option}: must be a positive number of TFLOP/s, got {value:g}")
+    if value > MAX_PEAK_TFLOPS:
+        raise BadInput(f"{option}: {value:g} TFLOP/s is more than any device does (at most {MAX_PEAK_TFLOPS:g})")
     return value * 1e12
 
 
@@ -110,3 +132,85 @@ def parse_schedule(text: str, option: str) -> tuple[int, int, int]:
     if wait + warmup + active > MAX_PROFILE_STEPS:
         raise BadInput(f"{option}: {wait + warmup + active} steps in all is more than {MAX_PROFILE_STEPS}")
     return wait, warmup, active
+
+
+def check_elements(shape: Sequence[int], what: str, case: str) -> None:
+    """BadInput if a tensor of `shape` would hold more than MAX_TENSOR_ELEMENTS elements
+    (`what` names the tensor, `case` the case it belongs to)."""
+    n = math.prod(shape)
+    if n > MAX_TENSOR_ELEMENTS:
+        dims = " x ".join(str(d) for d in shape)
+        raise BadInput(
+            f"{case}: its {what} = {dims} would hold {n:.3g} elements, more than torch can count in bytes "
+            f"(2^{int(math.log2(MAX_TENSOR_ELEMENTS))}): lower --batch, --heads, --head-dim or the lengths"
+        )
+
+
+def check_out(path: Path | None, option: str = "--out") -> None:
+    """BadInput unless `path` can be a run folder, checked before anything is measured: not a file,
+    its results.jsonl (if there) a file, every name within the system's limits, and the nearest
+    folder that exists one this process can write in. None (the default folder) passes."""
+    if path is None:
+        return
+    from ..reports.store import RESULTS_NAME
+
+    if str(path) == "":
+        raise BadInput(f"{option}: give a folder")
+    try:
+        _check_name_lengths(path, option)
+        if path.exists() and not path.is_dir():
+            raise BadInput(f"{option} {path}: is a file; give a folder")
+        results = path / RESULTS_NAME
+        if results.exists() and not results.is_file():
+            raise BadInput(f"{option} {path}: {results} is not a file; give another folder")
+        nearest = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+        if not nearest.is_dir():
+            raise BadInput(f"{option} {path}: {nearest} is a file, not a folder")
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise BadInput(f"{option} {path}: cannot write in {nearest} (permission denied)")
+    except OSError as e:  # e.g. ENAMETOOLONG, ELOOP, EACCES from a stat
+        raise BadInput(f"{option} {path}: {e.strerror or e}") from None
+
+
+def _check_name_lengths(path: Path, option: str) -> None:
+    """BadInput for a name longer than NAME_MAX or a path longer than PATH_MAX (ENAMETOOLONG)."""
+    name_max, path_max = _limit("PC_NAME_MAX", 255), _limit("PC_PATH_MAX", 4096)
+    for part in path.parts:
+        if len(os.fsencode(part)) > name_max:
+            raise BadInput(f"{option}: a name in the path is {len(os.fsencode(part))} bytes, more than the "
+                           f"{name_max} this system allows (File name too long)")
+    full = len(os.fsencode(os.path.abspath(path)))
+    if full >= path_max:
+        raise BadInput(f"{option}: the path is {full} bytes, more than the {path_max - 1} this system allows "
+                       "(File name too long)")
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        return int(os.pathconf("/", name))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def given_empty(argv: Sequence[str], option: str) -> bool:
+    """True if `argv` gives `option` an empty value (`--out ""` or `--out=`). Typer turns '' into
+    Path('.'), the working directory, so an empty path is only visible on the command line."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == f"{option}=" or (arg == option and i + 1 < len(argv) and argv[i + 1] == ""):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def interrupt_says(what: str) -> Iterator[None]:
+    """Give a Ctrl-C (KeyboardInterrupt) inside the block the message `what`: what was interrupted
+    and what that lost; the CLI prints it as its one error line. One that already says something
+    (raised deeper, e.g. by a calibration) keeps its own message."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if str(e):
+            raise
+        raise KeyboardInterrupt(what) from None

@@ -29,6 +29,7 @@ from .calibration_cache import (
     calibration_key,
     device_name,
     load_cached,
+    make_cache_dir,
     now_utc,
     save,
     to_measure,
@@ -311,6 +312,10 @@ def load_or_calibrate(
         key = calibration_key(device)
         path = cache_path(key, directory)
         notes: list[str] = []
+        try:  # before measuring: an XFBENCH_CACHE_DIR that cannot be a folder is BadInput now, not after
+            make_cache_dir(directory)
+        except OSError as e:
+            notes.append(f"could not make the calibration cache folder {path.parent}: {e.strerror or e}")
         cached, why = load_cached(path, key)
         if why:
             notes.append(why)
@@ -318,7 +323,14 @@ def load_or_calibrate(
         missing, kinds = to_measure(cached, wanted, list(dict.fromkeys(bandwidths)), level, recalibrate)
         if cached is not None and not missing and not kinds:
             return CalibrationResult(cached, path, True, [], notes, time.perf_counter() - t0)
-        cal = calibrate(device, missing, bandwidths=kinds, level=level, base=cached, **measure)
+        what = ", ".join([*(f"{d} matmul" for d in missing), *(f"{k} bandwidth" for k in kinds)])
+        try:
+            cal = calibrate(device, missing, bandwidths=kinds, level=level, base=cached, **measure)
+        except KeyboardInterrupt:  # the cache is written only after the whole calibration
+            raise KeyboardInterrupt(
+                f"interrupted while calibrating {device} ({what}): nothing was lost, the calibration cache "
+                f"{path} is as it was"
+            ) from None
         for d in missing:
             notes.extend(f"{d} matmul: skipped {s}" for s in cal.matmul[d].skipped)
         buffer = cal.bandwidth[kinds[0]].buffer_bytes if kinds else None  # one buffer serves every kind

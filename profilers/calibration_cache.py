@@ -9,6 +9,7 @@ caps). A full figure satisfies a quick request; a full request re-measures a qui
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..reports.errors import BadInput
 from .contention import usable_cores
 
 # NOTE: bump when the meaning of a cached figure changes; older cache files are re-measured.
@@ -42,6 +44,14 @@ BANDWIDTHS = ("read", "copy")
 # JSON, or give a negative roofline ridge point.
 Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0)]
+# ... and within physical bounds, per device, checked on load (a fresh measurement is never
+# refused). FLOP/s: from 1e6, a thousand times below the slowest figure calibration meets (a
+# 16-bit dtype a CPU emulates, ~1e9 on one core), to 1e18, ~200x the densest accelerator's
+# dense FP8 peak (~4.5e15, B200). Bytes/s: from 1e6 (1 MB/s, below any DRAM or HBM) to 1e15
+# (1 PB/s, ~100x the fastest HBM, ~8e12 on a B200). A figure outside them was not measured
+# on a device (hand-edited, or a broken build): the cache is corrupt and measured again.
+FLOP_PER_S_BOUNDS = (1e6, 1e18)
+BYTES_PER_S_BOUNDS = (1e6, 1e15)
 
 
 class MatmulPeak(BaseModel):
@@ -143,6 +153,23 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("xfbench"))
 
 
+def make_cache_dir(directory: Path | None = None) -> Path:
+    """The cache folder (`directory`, else cache_dir()), made if missing. A folder XFBENCH_CACHE_DIR
+    names that cannot be made (a name too long, a file in the way, no permission) is BadInput
+    naming the variable: the user set it; the default folder's failure stays an OSError."""
+    path = directory or cache_dir()
+    try:
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if directory is None and os.environ.get(CACHE_ENV):
+            why = e.strerror or str(e)
+            raise BadInput(f"{CACHE_ENV}={path}: cannot make the calibration cache folder ({why})") from None
+        raise
+    return path
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -176,9 +203,9 @@ def cache_path(key: dict[str, Any], directory: Path | None = None) -> Path:
 
 def load_cached(path: Path, key: dict[str, Any]) -> tuple[Calibration | None, str | None]:
     """The cached calibration at `path` if it is valid for `key`; otherwise (None, why)."""
-    if not path.exists():
-        return None, None
     try:
+        if not path.exists():
+            return None, None
         raw = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(raw, dict) and raw.get("version") != CALIBRATION_VERSION:
             return None, (
@@ -194,7 +221,23 @@ def load_cached(path: Path, key: dict[str, Any]) -> tuple[Calibration | None, st
         return None, f"calibration cache {path} is corrupt ({first}); recalibrating"
     if cal.key != key:
         return None, f"calibration cache {path} was made for another machine or setting; recalibrating"
+    bad = implausible(cal)
+    if bad:
+        return None, f"calibration cache {path} is corrupt ({bad}); recalibrating"
     return cal, None
+
+
+def implausible(cal: Calibration) -> str | None:
+    """The first figure outside FLOP_PER_S_BOUNDS or BYTES_PER_S_BOUNDS, in words; None if all are within."""
+    figures = [
+        (f"matmul.{d}.{where}", value, "FLOP/s", FLOP_PER_S_BOUNDS)
+        for d, m in cal.matmul.items()
+        for where, value in (("flop_per_s", m.flop_per_s), *((f"by_size.{n}", v) for n, v in m.by_size.items()))
+    ] + [(f"bandwidth.{k}.bytes_per_s", b.bytes_per_s, "B/s", BYTES_PER_S_BOUNDS) for k, b in cal.bandwidth.items()]
+    for where, value, unit, (lo, hi) in figures:
+        if value is not None and not lo <= value <= hi:
+            return f"{where} = {value:g} {unit}, outside the physical bounds {lo:g}..{hi:g} {unit}"
+    return None
 
 
 def save(cal: Calibration, path: Path) -> None:

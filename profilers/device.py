@@ -52,6 +52,15 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda", index)
     if dev.type != "cpu":
         raise BadInput(f"--device {name}: only cpu and cuda are supported")
+    if dev.index is not None:
+        # torch ignores a CPU index (every core is the one 'cpu' device), so 'cpu:1' would measure
+        # the same CPU as 'cpu' under another device name, which --resume and compare then match
+        # as a different device. Refused rather than renamed: the index suggests a socket or core
+        # this option cannot pick.
+        raise BadInput(
+            f"--device {name}: the CPU has no index in torch; use cpu (pick cores with taskset or numactl, "
+            "and their number with --threads)"
+        )
     return dev
 
 

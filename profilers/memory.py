@@ -25,6 +25,11 @@ RSS_POLL_S = 0.0005
 # size (below glibc's smallest mmap threshold, 128 KiB, so they always come from the heap).
 HEAP_HOLD_BLOCK_BYTES = 64 * 1024
 
+# at::parallel_for hands each intra-op thread a chunk of at least this many elements
+# (at::internal::GRAIN_SIZE, aten/src/ATen/Parallel.h), so an elementwise op over
+# threads x GRAIN_SIZE elements runs on every thread of the pool.
+GRAIN_SIZE = 32768
+
 # What torch's CPU allocator raises when posix_memalign fails (c10/core/impl/alloc_cpu.cpp;
 # "not enough memory" is its Windows and Android wording).
 _CPU_ALLOCATOR_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")
@@ -182,6 +187,7 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
         finally:
             torch.cuda.set_per_process_memory_fraction(before, device)
         return
+    threads, _ = start_intra_op_pool()
     _release_free_heap()
     with _hold_free_heap() as held:
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -194,10 +200,34 @@ def memory_cap(device: torch.device, limit_bytes: int | None) -> Iterator[str | 
             # Allocations that fail inside glibc make timings under this cap unrepresentative.
             yield (
                 f"RLIMIT_AS = address space now + {limit_bytes} B ({held} B of free heap held out of reach; "
-                "timings under a CPU cap are not representative)"
+                f"the intra-op pool of {threads} threads started before it: their stacks and malloc arenas lie "
+                "outside the cap; timings under a CPU cap are not representative)"
             )
         finally:
             resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def start_intra_op_pool() -> tuple[int, int]:
+    """Run one elementwise op on every intra-op thread, so the OpenMP pool exists before a cap;
+    returns (threads, bytes of address space this call added: 0 when the pool was running).
+
+    Every pool thread maps a stack (ulimit -s, 8 MiB by default) and, at its first malloc, a
+    glibc arena (64 MiB reserved): ~74 MiB of address space per thread measured here
+    (VmSize, torch 2.13 CPU: +1.06 GiB for a 16-thread pool). Started under RLIMIT_AS, the
+    pool cannot map them and libgomp aborts the process ("libgomp: Thread creation failed")
+    before the first case: a second run of a command whose calibration came from the cache
+    (the first run's calibration had started the pool) died at any cap under threads x 8 MiB.
+    The pool is started at torch.get_num_threads(), the count the cases run at (open_sweep
+    sets it first); at::parallel_for always asks OpenMP for the whole team, so no case
+    starts a thread later.
+    """
+    threads = torch.get_num_threads()
+    before = _proc_status_kib("VmSize")
+    if threads > 1:
+        torch.ones(threads * GRAIN_SIZE).add_(1)
+    after = _proc_status_kib("VmSize")
+    added = max(0, after - before) * 1024 if before is not None and after is not None else 0
+    return threads, added
 
 
 class _MallInfo2(ctypes.Structure):

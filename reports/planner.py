@@ -321,8 +321,10 @@ def make_plan(
     shape: Shape | None = None,
 ) -> Plan:
     """The plan for N; shape defaults to target_shape(N) (the GPT-2 or GPT-3 row for N)."""
-    if n_params <= 0 or tokens_per_param <= 0 or devices < 1:
-        raise ValueError("parameters and tokens per parameter must be positive, devices at least 1")
+    if not (0 < n_params < math.inf and 0 < tokens_per_param < math.inf) or devices < 1:
+        raise ValueError("parameters and tokens per parameter must be positive and finite, devices at least 1")
+    if throughput is not None and not 0 < throughput.tokens_per_s < math.inf:  # inf would print "0 h"
+        raise ValueError(f"the throughput ({throughput.source}) must be a positive, finite number of tokens/s")
     d = tokens_per_param * n_params
     given = f"D = {tokens_per_param:g}·N (given --tokens-per-param)"
     src = CHINCHILLA_SOURCE if tokens_per_param == CHINCHILLA_TOKENS_PER_PARAM else given
