@@ -1,6 +1,11 @@
 """The one place reports touch files: a rendered report to a path (or '-' for stdout), a
 folder of figures. Each file is written to a temporary name and renamed into place, so an
-interrupted or failed write never leaves half a report where a good one was."""
+interrupted or failed write never leaves half a report where a good one was.
+
+No fsync before the rename: the rename is atomic against a crash or kill of this process,
+which is what a report needs (a power cut can lose the newest report, never the data: every
+report is a function of results.jsonl, which reports.store fsyncs line by line). A folder of
+figures is renamed file by file: a failure part way leaves each file whole, old or new."""
 
 from __future__ import annotations
 
