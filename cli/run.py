@@ -1,11 +1,24 @@
-"""`xfbench run SUITE|FILE.toml`: run a suite into one run folder; --repeat K in K fresh processes."""
+"""`xfbench run SUITE|FILE.toml`: run a suite into one run folder; --repeat K in K fresh processes.
+
+SIGINT and SIGTERM stop the run after the current case (a second signal: at once); the report of
+what was measured is written as at a normal end, one line says what was kept, exit 130 / 143.
+Under --repeat the parent passes each signal on to the repeat running (suite_options.run_child).
+"""
 
 from pathlib import Path
 
 import typer
 
 from .status import ExitStatus
-from .suite_options import SuiteDevice, SuiteMaxTime, SuiteMemorySnapshot, SuiteProfile, SuiteThreads
+from .suite_options import (
+    SuiteCaseTimeout,
+    SuiteDevice,
+    SuiteIsolate,
+    SuiteMaxTime,
+    SuiteMemorySnapshot,
+    SuiteProfile,
+    SuiteThreads,
+)
 
 MAX_REPEAT = 100
 
@@ -24,6 +37,8 @@ def run(
     max_time: SuiteMaxTime = None,
     profile: SuiteProfile = False,
     memory_snapshot: SuiteMemorySnapshot = False,
+    isolate: SuiteIsolate = False,
+    case_timeout: SuiteCaseTimeout = None,
     db: Path | None = typer.Option(
         None, "--db", help="History database (SQLite) this run is recorded into [default: the user data folder; "
         "$XFBENCH_HISTORY_DB]."
@@ -43,7 +58,7 @@ def run(
 
     spec = load_suite(suite)
     over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock,
-                          profile=profile, memory_snapshot=memory_snapshot)
+                          profile=profile, memory_snapshot=memory_snapshot, isolate=isolate, case_timeout=case_timeout)
     plans = suite_plans(spec, over)  # every case checked before anything runs
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
@@ -63,13 +78,40 @@ def run(
                   + (f", {repeat} repeats in fresh processes" if repeat > 1 else "")
                   + f" -> {run_dir / 'results.jsonl'}", markup=False)
     if repeat == 1:
-        status = _measure(spec, run_dir, over, plans, console, resume=resume, repeat=(1, 1))
+        status, at = _measure(spec, run_dir, over, plans, console, resume=resume, repeat=(1, 1)), 1
     else:
-        status = _repeat(suite, spec, run_dir, repeat, over, console)
-    if status in (ExitStatus.INTERRUPTED, ExitStatus.BAD_INPUT) or not (run_dir / "results.jsonl").exists():
+        status, at = _repeat(suite, spec, run_dir, repeat, over, console)
+    stopped = status in (ExitStatus.INTERRUPTED, ExitStatus.TERMINATED)
+    planned = {c.id for p in plans for c in p}
+    results = run_dir / "results.jsonl"
+    if status == ExitStatus.BAD_INPUT or not results.exists():
+        if stopped:
+            console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False)
         return status
-    return _finish(spec, run_dir, console, status, html=spec.output.html if html is None else html,
-                   history=history and not fake_clock, db=db, planned={c.id for p in plans for c in p})
+    end = _finish(spec, run_dir, console, status, html=spec.output.html if html is None else html,
+                  history=history and not fake_clock, db=db, planned=planned)
+    if stopped:
+        console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False)
+        return status
+    return end
+
+
+def _interrupted_line(status: ExitStatus, run_dir: Path, planned: set, repeat: int, at: int) -> str:
+    """The one line an interrupted suite run ends with: what was kept and how to finish it."""
+    import sys
+
+    from ..reports.store import load_results
+    from .sweep import interrupted_line, resume_command
+
+    signame = "SIGTERM" if status == ExitStatus.TERMINATED else "SIGINT"
+    path = run_dir / "results.jsonl"
+    records = load_results(path).records if path.is_file() else []
+    if repeat == 1:
+        kept = len({r.case_id for r in records if r.case_id in planned})
+        return interrupted_line(15 if status == ExitStatus.TERMINATED else 2, kept, len(planned), path,
+                                resume_command(sys.argv[1:], run_dir))
+    return (f"interrupted ({signame}) in repeat {at} of {repeat}: {len(records)} records ({at - 1} whole repeats) "
+            f"are in {path}; a --repeat run cannot be resumed: run it again with a new --out")
 
 
 def _repeat_index(text: str) -> tuple[int, int]:
@@ -85,23 +127,25 @@ def _measure(spec, run_dir, over, plans, console, *, resume, repeat, interleaved
     """One run of the suite in this process."""
     from .console import SweepProgress
     from .suite_run import run_suite
+    from .sweep import stop_signals
 
     def announce(case, n):
         console.print(f"suite case '{case.name}' ({case.workload}): {n} cases", markup=False)
 
+    stop = stop_signals(console)
     try:
-        with SweepProgress(console) as progress:
+        with stop, SweepProgress(console) as progress:
             records = run_suite(spec, run_dir, over=over, plans=plans, resume=resume, repeat=repeat,
-                                progress=progress, on_case=announce, interleaved=interleaved)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished cases are in {run_dir / 'results.jsonl'}", markup=False)
-        return ExitStatus.INTERRUPTED
+                                progress=progress, on_case=announce, interleaved=interleaved, stop=stop)
+    except KeyboardInterrupt as e:  # isolate.Interrupted, or one raised on the way (a calibration's)
+        return ExitStatus.for_signal(getattr(e, "signum", None) or stop.signum or 2)
     failed = [r for r in records if r.status in ("oom", "error")]
     return ExitStatus.CASES_FAILED if failed else ExitStatus.OK
 
 
-def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> ExitStatus:
-    """K runs of the suite, each in a fresh `python -m xfbench run` process appending to run_dir."""
+def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> tuple[ExitStatus, int]:
+    """K runs of the suite, each in a fresh `python -m xfbench run` process appending to run_dir;
+    the outcome and the repeat it ended in."""
     import sys
 
     from .suite_options import child_argv, run_child
@@ -110,16 +154,15 @@ def _repeat(source: str, spec, run_dir, repeat: int, over, console) -> ExitStatu
     for i in range(1, repeat + 1):
         argv = child_argv(sys.executable, source, run_dir, (i, repeat), over)
         rc = run_child(argv)
-        if rc == int(ExitStatus.INTERRUPTED):
-            console.print(f"interrupted in repeat {i} of {repeat}: finished cases are in {run_dir}", markup=False)
-            return ExitStatus.INTERRUPTED
+        if rc in (int(ExitStatus.INTERRUPTED), int(ExitStatus.TERMINATED)):
+            return ExitStatus(rc), i
         if rc == int(ExitStatus.CASES_FAILED):
             worst = ExitStatus.CASES_FAILED
         elif rc != 0:
             console.print(f"repeat {i} of {repeat} exited with code {rc}; stopping (finished runs are in {run_dir})",
                           markup=False)
-            return ExitStatus.BAD_INPUT if rc == int(ExitStatus.BAD_INPUT) else ExitStatus.CASES_FAILED
-    return worst
+            return (ExitStatus.BAD_INPUT if rc == int(ExitStatus.BAD_INPUT) else ExitStatus.CASES_FAILED), i
+    return worst, repeat
 
 
 def _finish(spec, run_dir: Path, console, status: ExitStatus, *, html: bool, history: bool, db, planned: set):

@@ -20,17 +20,22 @@ SuiteProfile = Annotated[
 SuiteMemorySnapshot = Annotated[
     bool, typer.Option("--memory-snapshot", help="CUDA memory snapshot of every case (overrides the suite's [run]).")
 ]
+SuiteIsolate = Annotated[
+    bool,
+    typer.Option("--isolate", help="Run each case in a fresh child process: a crash, abort, kill or hang becomes "
+                 "that case's error record and the suite goes on."),
+]
+SuiteCaseTimeout = Annotated[
+    float | None,
+    typer.Option("--case-timeout", min=1.0, max=7 * 86400.0,
+                 help="End a case still running after this many seconds as an error record (turns on --isolate) "
+                 "[default with --isolate: 1800]."),
+]
 Alpha = Annotated[
     float,
     typer.Option("--alpha", min=1e-9, max=0.5, help="Mann-Whitney U level, one run a side (asv uses 0.002)."),
 ]
-RunsSuiteProfile = Annotated[
-    bool, typer.Option("--profile", help="Profile every case with torch.profiler (overrides the suite's [run]).")
-]
-SuiteMemorySnapshot = Annotated[
-    bool, typer.Option("--memory-snapshot", help="CUDA memory snapshot of every case (overrides the suite's [run]).")
-]
-Alpha = Annotated[
+RunsAlpha = Annotated[
     float,
     typer.Option("--runs-alpha", min=1e-9, max=0.5,
                  help="Level of the between-run t-test (both sides with several runs)."),
@@ -51,11 +56,12 @@ def child_argv(python: str, source: str, out, index: tuple[int, int], over, inte
     reports and records the history."""
     argv = [python, "-m", "xfbench", "run", source, "--out", str(out), "--repeat-index", f"{index[0]}/{index[1]}",
             "--no-history", "--no-html"]
-    for flag, value in (("--device", over.device), ("--threads", over.threads), ("--max-time", over.max_time)):
+    for flag, value in (("--device", over.device), ("--threads", over.threads), ("--max-time", over.max_time),
+                        ("--case-timeout", over.case_timeout)):
         if value is not None:
             argv += [flag, str(value)]
     for flag, on in (("--fake-clock", over.fake_clock), ("--profile", over.profile),
-                     ("--memory-snapshot", over.memory_snapshot)):
+                     ("--memory-snapshot", over.memory_snapshot), ("--isolate", over.isolate)):
         if on:
             argv.append(flag)
     if interleaved:
@@ -64,12 +70,43 @@ def child_argv(python: str, source: str, out, index: tuple[int, int], over, inte
 
 
 def run_child(argv: list[str]) -> int:
-    """Run one child and return its exit code; an interrupt (Ctrl-C reaches the child too, or it died
-    of SIGINT) reads as 130, the code the parent then stops with."""
+    """Run one child (a repeat of `run --repeat`, a round of `ab`) and return its exit code.
+
+    The child runs in a process group of its own, so a terminal's Ctrl-C reaches this process only,
+    and this process passes each SIGINT and SIGTERM on to it, once: the first makes the child stop
+    after its current case (it exits 130 / 143 with its records written), a second stops it at once.
+    A child killed by a signal reads as 128 + the signal, as a shell reports it. If this process
+    dies, the child gets SIGTERM (Linux prctl PR_SET_PDEATHSIG) and stops after its current case."""
+    import signal
     import subprocess
+    import threading
+
+    proc = subprocess.Popen(argv, process_group=0, preexec_fn=_term_with_parent)
+
+    def forward(signum, frame) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if proc.poll() is None:  # this process is going down (an exception): its child with it
+            proc.kill()
+            proc.wait()
+    return 128 - rc if rc < 0 else rc
+
+
+def _term_with_parent() -> None:
+    """In the forked child before exec: SIGTERM when the parent dies (it runs in a group of its own)."""
+    import ctypes
+    import signal
 
     try:
-        rc = subprocess.run(argv).returncode
-    except KeyboardInterrupt:
-        return 130
-    return 130 if rc == -2 else rc  # -2: killed by SIGINT before it could exit 130 itself
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass

@@ -28,6 +28,8 @@ class SuiteOverrides:
         max_time: the timed phase's cap per case, in seconds.
         fake_clock: the deterministic FakeClock (tests).
         profile, memory_snapshot: profile every case (--profile, --memory-snapshot) whatever the suite says.
+        isolate: run each case in a fresh child process (--isolate).
+        case_timeout: end a case still running after this many seconds (--case-timeout; turns isolation on).
     """
 
     device: str | None = None
@@ -36,6 +38,8 @@ class SuiteOverrides:
     fake_clock: bool = False
     profile: bool = False
     memory_snapshot: bool = False
+    isolate: bool = False
+    case_timeout: float | None = None
 
 
 def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, resume: bool) -> SharedOptions:
@@ -53,7 +57,7 @@ def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, re
         profile=over.profile or pick(case.profile, r.profile), profile_schedule=r.profile_schedule,
         profile_top=r.profile_top, profile_stack=r.profile_stack,
         memory_snapshot=over.memory_snapshot or pick(case.memory_snapshot, r.memory_snapshot),
-        snapshot_entries=r.snapshot_entries,
+        snapshot_entries=r.snapshot_entries, isolate=over.isolate, case_timeout=over.case_timeout,
     )
 
 
@@ -80,7 +84,7 @@ def suite_plans(suite: Suite, over: SuiteOverrides) -> list[list]:
 def run_suite(
     suite: Suite, run_dir: Path, *, over: SuiteOverrides = SuiteOverrides(), plans: list[list] | None = None,
     resume: bool = False, repeat: tuple[int, int] = (1, 1), argv: list[str] | None = None, progress=None,
-    on_case=None, interleaved: bool = False,
+    on_case=None, interleaved: bool = False, stop=None,
 ) -> list[Record]:
     """Run every case of `suite` into run_dir/results.jsonl; returns the records measured.
 
@@ -95,6 +99,8 @@ def run_suite(
         on_case: called with (suite case, its number of cases to run) before each suite case.
         interleaved: this run is round `repeat[0]` of an `xfbench ab`, which ran the other side's
             round next to it in time: compare may pair the two rounds (drift cancels in the pair).
+        stop: an entered workloads.isolate.StopSignals: a signal stops the suite after the current case
+            (isolate.Interrupted), whichever suite case it belongs to.
     """
     from ..workloads.runner import pending_cases, run_plan
 
@@ -123,7 +129,7 @@ def run_suite(
             "repeat": repeat[0], "repeats": repeat[1], "suite_run": suite_run, "interleaved": interleaved,
         }}
         records += run_plan(todo, path, command=f"run {suite.name}", argv=argv if argv is not None else sys.argv[1:],
-                            opts=opts, progress=progress, execute=execute, header_fields=header)
+                            opts=opts, progress=progress, execute=execute, header_fields=header, stop=stop)
     return records
 
 

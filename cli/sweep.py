@@ -1,8 +1,15 @@
-"""Shared tail of every sweep command: run folder, progress, run, render, exit code."""
+"""Shared tail of every sweep command: run folder, progress, run, render, exit code.
+
+SIGINT and SIGTERM during a sweep (workloads.isolate.StopSignals) stop it after the current case
+(a second signal, or one outside a case: at once); what was measured is rendered as at a normal
+end, and one line says what was kept and how to finish (interrupted_line); exit 130 / 143.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -90,24 +97,78 @@ def run_sweep(
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)
+    stop = stop_signals(console)
     try:  # run_plan reads an existing --out before it calibrates: a bad one fails at once
-        with SweepProgress(console) as progress:
-            run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress, execute=execute)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished cases are in {path}", markup=False)
-        return ExitStatus.INTERRUPTED
+        with stop, SweepProgress(console) as progress:
+            run_plan(todo, path, command=command, argv=sys.argv[1:], opts=opts, progress=progress, execute=execute,
+                     stop=stop)
+    except KeyboardInterrupt as e:  # isolate.Interrupted, or one raised on the way (a calibration's)
+        signum = getattr(e, "signum", None) or stop.signum or signal.SIGINT
+        if path.is_file():
+            run = load_results(path)
+            if run.records:
+                _report(run, run_dir, shared, console, extra_tables)
+        kept = _kept(path, cases)
+        console.print(interrupted_line(signum, kept, len(cases), path, resume_command(sys.argv[1:], run_dir)),
+                      markup=False)
+        return ExitStatus.for_signal(signum)
     run = load_results(path)  # every report is a function of the results file
-    render(run, console, tables=extra_tables(run) if extra_tables else None)
+    _report(run, run_dir, shared, console, extra_tables)
     # The outcome of the whole plan: with --resume, earlier runs' records of it count too.
     ids = {c.id for c in cases}
     planned = [r for r in latest(run.records) if r.case_id in ids]
     failed = [r for r in planned if r.status in FAILED]
-    console.print(f"results: {path}", markup=False)
-    if shared.html:
-        write_html_report(run, run_dir, console)
-    if shared.history and not shared.fake_clock:  # a fake clock's numbers are no machine's history
-        record_history(run, run_dir, shared.db, console)
     if failed:
         console.print(f"{len(failed)} of {len(planned)} cases failed (exit code 3)", markup=False)
         return ExitStatus.CASES_FAILED
     return ExitStatus.OK
+
+
+def _report(run: RunResult, run_dir: Path, shared: SharedOptions, console, extra_tables) -> None:
+    """The tables, report.html and the history record of a run (at its end, or at an interruption)."""
+    render(run, console, tables=extra_tables(run) if extra_tables else None)
+    console.print(f"results: {run_dir / RESULTS_NAME}", markup=False)
+    if shared.html:
+        write_html_report(run, run_dir, console)
+    if shared.history and not shared.fake_clock:  # a fake clock's numbers are no machine's history
+        record_history(run, run_dir, shared.db, console)
+
+
+def stop_signals(console):
+    """A StopSignals that says, when a signal asks the sweep to stop, that it will after this case."""
+    from ..workloads.isolate import StopSignals, signal_name
+
+    def say(signum: int) -> None:
+        console.print(f"{signal_name(signum)}: stopping after the current case (its record is kept); "
+                      "send it again to stop at once", markup=False)
+
+    return StopSignals(on_request=say)
+
+
+def _kept(path: Path, cases: list[Case]) -> int:
+    """How many of the plan's cases have a record in the results file."""
+    if not path.is_file():
+        return 0
+    ids = {c.id for c in cases}
+    return len({r.case_id for r in load_results(path).records if r.case_id in ids})
+
+
+def interrupted_line(signum: int, kept: int, total: int, path: Path, resume: str) -> str:
+    """The one line an interrupted sweep ends with: what was kept, and the command that finishes it."""
+    from ..workloads.isolate import signal_name
+
+    return f"interrupted ({signal_name(signum)}): {kept} of {total} cases are in {path}; finish with: {resume}"
+
+
+def resume_command(argv: list[str], run_dir: Path, prog: str = "xfbench") -> str:
+    """The command line that finishes an interrupted run: the same options with `--out RUN_DIR --resume`
+    (an --out given is replaced; --force, which would start the run over, is left out)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not (a.startswith("--out=") or a in ("--resume", "--force")):
+            out.append(a)
+    return shlex.join([prog, *out, "--out", str(run_dir), "--resume"])

@@ -15,6 +15,7 @@ WORKLOADS = {
     "model": "xfbench.workloads.model",
     "parallel": "xfbench.workloads.parallel",
     "collective": "xfbench.workloads.collectives",
+    "faulty": "xfbench.workloads.faulty",  # test-only (its cases fail on purpose); no command offers it
 }
 
 

@@ -16,7 +16,13 @@ to the parent, which alone builds Records and writes files.
 Failures: a rank that raises or is killed ends the launch (the agent stops the others);
 a rank that hangs makes the others' collectives time out after the process-group
 timeout, and the rank that timed out names where each rank stopped (progress marks in
-the job's store). The parent turns any of these into one line naming the rank.
+the job's store). The parent turns any of these into one line naming the rank. With a case
+timeout (--case-timeout, --isolate) a launch still running after it (times its cases) is
+ended like a failure: the agent stops its ranks.
+
+Signals: while the agent runs, its own handlers catch SIGINT and SIGTERM and stop every rank
+at once (the first signal, not the second as between cases); the sweep then stops with the
+records so far (isolate.Interrupted).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
@@ -48,6 +55,7 @@ from ..profilers.torch_profile import ProfileOptions
 from ..reports.schema import Measurement, MemoryStats, Record
 from . import get_workload
 from .base import Case, SkipCase
+from .isolate import Interrupted
 
 # How long a rank waits at the rendezvous for the others (seconds).
 RENDEZVOUS_TIMEOUT_S = 60
@@ -344,8 +352,19 @@ def quiet_elastic_logs() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def launch(job: Job, nproc: int) -> list[dict]:
-    """Run `job` on `nproc` ranks on this host; rank 0's payloads, or LaunchFailed naming the rank."""
+class _LaunchTimedOut(Exception):
+    """Raised by the SIGALRM handler of a launch with a timeout (the agent then stops its ranks)."""
+
+
+def _alarm(signum, frame) -> None:
+    raise _LaunchTimedOut()
+
+
+def launch(job: Job, nproc: int, timeout_s: float | None = None) -> list[dict]:
+    """Run `job` on `nproc` ranks on this host; rank 0's payloads, or LaunchFailed naming the rank.
+
+    `timeout_s`: a launch still running after this long fails (a SIGALRM raises inside the agent,
+    whose exit path stops the workers as it does on its own signals); main thread only."""
     from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs, SignalException, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -363,13 +382,22 @@ def launch(job: Job, nproc: int) -> list[dict]:
     # workers) and leaves its handlers installed: restore ours after, and read a signal as an
     # interruption, which the sweep reports with the results kept so far.
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+    timed = timeout_s is not None and threading.current_thread() is threading.main_thread()
+    if timed:
+        handlers[signal.SIGALRM] = signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         out = elastic_launch(config, rank_main)(job)
     except ChildFailedError as e:
         raise LaunchFailed(failure_text(e, time.perf_counter() - t0, nproc)) from None
+    except _LaunchTimedOut:
+        raise LaunchFailed(
+            f"no result after {timeout_s:g} s (--case-timeout); its {nproc} ranks were stopped") from None
     except SignalException as e:
-        raise KeyboardInterrupt(f"signal {e.sigval}") from None
+        raise Interrupted(int(e.sigval), at_once=True) from None
     finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for s, h in handlers.items():
             signal.signal(s, h)
         shutil.rmtree(logs, ignore_errors=True)
@@ -431,6 +459,7 @@ class RankedExecutor:
     prior: list[Record] = field(default_factory=list)
     _ready: dict[str, dict] = field(default_factory=dict)
     _baselines: dict[tuple, Record] = field(default_factory=dict)
+    _timeout_s: float | None = None  # per case, from the sweep (--case-timeout; --isolate's default)
     launcher = "torch.distributed.launcher.api.elastic_launch (c10d rendezvous on localhost:0, max_restarts=0)"
 
     def __post_init__(self):
@@ -457,6 +486,7 @@ class RankedExecutor:
         from .runner import case_record
 
         self._profile_run(sweep)
+        self._timeout_s = getattr(sweep, "case_timeout_s", None)
         payload = self._payload(case)
         if payload["status"] != "ok":
             oom = payload["status"] == "error" and f"{RankOutOfMemory.__name__}: " in (payload["reason"] or "")
@@ -492,8 +522,9 @@ class LaunchExecutor(RankedExecutor):
             if case not in group:
                 group = [case]
             job = Job(**{**self.job.__dict__, "cases": group})
+            timeout = self._timeout_s * len(group) if self._timeout_s is not None else None
             try:
-                payloads = launch(job, case.params["world_size"])
+                payloads = launch(job, case.params["world_size"], timeout_s=timeout)
                 self._ready.update({c.id: p for c, p in zip(group, payloads, strict=True)})
             except LaunchFailed as e:
                 which = f" (this launch ran {len(group)} cases)" if len(group) > 1 else ""
