@@ -107,6 +107,22 @@ SnapshotEntries = Annotated[
     int,
     typer.Option("--snapshot-entries", min=1000, help="Allocator events a memory snapshot keeps (max_entries)."),
 ]
+Isolate = Annotated[
+    bool,
+    typer.Option(
+        "--isolate/--no-isolate",
+        help="Run each case in a fresh child process: a crash, abort, kill or hang becomes that case's error record "
+        "and the sweep goes on [default: off; on with --case-timeout].",
+    ),
+]
+CaseTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--case-timeout", min=1.0, max=7 * 86400.0,
+        help="End a case still running after this many seconds as an error record (needs a child: turns on "
+        "--isolate) [default with --isolate: 1800].",
+    ),
+]
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
@@ -139,6 +155,8 @@ class SharedOptions:
     profile_stack: ProfileStack = False
     memory_snapshot: MemorySnapshot = False
     snapshot_entries: SnapshotEntries = 100_000
+    isolate: Isolate = False
+    case_timeout: CaseTimeout = None
     fake_clock: FakeClock = False
 
     def run_options(self):
@@ -156,7 +174,7 @@ class SharedOptions:
             peak_flops_override=parse_peak_tflops(self.peak_tflops), telemetry=self.telemetry,
             idle_baseline=self.idle_baseline, fake_clock=self.fake_clock,
             calibrate=self.calibrate, recalibrate=self.recalibrate,  # check_shared: --recalibrate implies it
-            profile=self.profile_options(),
+            profile=self.profile_options(), isolate=self.isolate, case_timeout_s=self.case_timeout,
         )
 
     def check_shared(self, argv: list[str] | None = None) -> None:
