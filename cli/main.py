@@ -1,13 +1,27 @@
 """The Typer app: wires commands together and maps every outcome to one exit code.
 
-Only typer/click are imported here. A command's module is imported (and its options built)
-only when that command runs or shows its help, and each command imports torch lazily inside
-its body, so `xfbench --help` and `--version` start fast.
+Only typer/click (and the stdlib) are imported here. A command's module is imported (and its
+options built) only when that command runs or shows its help, and each command imports torch
+lazily inside its body, so `xfbench --help` and `--version` start fast.
+
+Every way a command can end is one line at most on stderr and one exit code:
+- bad input (BadInput, a usage error): `xfbench: error: ...`, exit 2;
+- a file that cannot be written or named (OSError ENOSPC, EDQUOT, EFBIG, EROFS, ENAMETOOLONG,
+  EACCES reaching the top): `xfbench: error: ...` naming the file or what was being done, exit 2;
+  what was written before stays (the results store syncs each line);
+- Ctrl-C (SIGINT) or SIGTERM outside a sweep's own handling: `xfbench: interrupted ...` naming
+  what was interrupted when known (the message a command gave its KeyboardInterrupt, else what
+  the traceback shows: calibration, loading FILE, ...), exit 130 / 143 (main() turns the first
+  SIGTERM into a KeyboardInterrupt, Terminated, that the same path handles; a second one kills);
+- a stdout that goes away (`| head -1`, `> /dev/full`): nothing stops; cli/output drops the rest
+  of the output and main says so in one line on stderr at the end, with the command's own code.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import signal
 import sys
 
 import typer
@@ -67,9 +81,136 @@ def command_function(name: str):
     return getattr(importlib.import_module(COMMANDS[name][0]), name)
 
 
+def _say(line: str) -> None:
+    """One line on stderr, its control characters made visible (it may quote data or options)."""
+    from ..reports.sanitize import printable
+
+    typer.echo(printable(line, lines=False), err=True)
+
+
 def _fail(message: str, status: ExitStatus) -> None:
-    typer.echo(f"xfbench: error: {message}", err=True)
+    _say(f"xfbench: error: {message}")
     sys.exit(int(status))
+
+
+class Terminated(KeyboardInterrupt):
+    """The first SIGTERM (a CI runner's cancel, `kill`), raised where the main thread is: whatever
+    keeps what was measured on Ctrl-C keeps it on SIGTERM too; the exit code is 143."""
+
+    signum = signal.SIGTERM
+    exit_code = int(ExitStatus.TERMINATED)
+
+
+_signals_seen: list[int] = []  # the signals main's own handler turned into an exception
+
+
+def _on_sigterm(signum, frame) -> None:
+    _signals_seen.append(signum)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+class _Stopped(Exception):
+    """Carries a KeyboardInterrupt past typer, which would turn it into a silent exit 130."""
+
+    def __init__(self, interrupt: BaseException):
+        super().__init__(str(interrupt))
+        self.interrupt = interrupt
+
+
+# What was being done when an interruption or an error surfaced, from its traceback: the first row
+# a frame matches (module, function or None for any; {path} is that frame's local `path`).
+ACTIVITIES = (
+    ("xfbench.profilers.calibrate", None, "calibrating the device (measuring its peak FLOP/s and bandwidth)"),
+    ("xfbench.profilers.calibration_cache", None, "reading or writing the calibration cache"),
+    ("xfbench.profilers.doctor", None, "the doctor's measurements"),
+    ("xfbench.reports.store", "load_results", "loading {path}"),
+    ("xfbench.reports.store", "load_index", "loading {path}"),
+    ("xfbench.reports.store", "_write", "writing the results file"),
+    ("xfbench.reports.store", "append", "writing the results file"),
+    ("xfbench.reports.store", "close", "writing the results file"),
+    ("xfbench.reports.store", None, "reading or writing the results file"),
+    ("xfbench.reports.history", None, "reading or writing the history database"),
+    ("xfbench.reports.figures", None, "drawing the figures"),
+    ("xfbench.reports.html", None, "rendering the HTML report"),
+    ("xfbench.reports.writer", None, "writing a report"),
+    ("xfbench.reports.planner", None, "computing the plan"),
+    ("xfbench.workloads.runner", "run_one", "measuring a case"),
+)
+
+
+def activity(exc: BaseException) -> str | None:
+    """What the program was doing when `exc` was raised, as far as its traceback tells; None if unknown."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    importing_torch = any(f.f_globals.get("__name__", "").split(".")[0] == "torch" for f in frames) and any(
+        f.f_code.co_filename.startswith("<frozen importlib") for f in frames
+    )
+    for mod, fn, what in ACTIVITIES:  # in ACTIVITIES' order: the first that any frame matches
+        for frame in reversed(frames):
+            if frame.f_globals.get("__name__", "") != mod or fn not in (None, frame.f_code.co_name):
+                continue
+            if "{path}" not in what:
+                return what
+            path = frame.f_locals.get("path")
+            if path is not None:
+                return what.format(path=path)
+    return "importing torch" if importing_torch else None
+
+
+def _command(args) -> str | None:
+    for a in (sys.argv[1:] if args is None else list(args)):
+        if a in COMMANDS:
+            return a
+    return None
+
+
+def interrupt_line(interrupt: BaseException, command: str | None) -> tuple[str, int]:
+    """The one line and the exit code for an interruption that reached the top."""
+    signum = getattr(interrupt, "signum", None)
+    if signum is None and _signals_seen:
+        signum = _signals_seen[0]
+    code = getattr(interrupt, "exit_code", None) or (128 + signum if signum else int(ExitStatus.INTERRUPTED))
+    message = str(interrupt)
+    if message and not message.startswith("interrupted (") and not message.startswith("signal "):
+        return f"xfbench: {message}", int(code)  # the command said what was interrupted and what it lost
+    verb = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    what = activity(interrupt)
+    cause = interrupt.__cause__ or interrupt.__context__
+    if what is None and cause is not None:
+        what = activity(cause)
+    where = f" while {what}" if what else ""
+    cmd = f" (xfbench {command})" if command else ""
+    return f"xfbench: {verb}{where}{cmd}; results already written are kept", int(code)
+
+
+# OSErrors that say the machine cannot take a file (full, read-only, quota) or its name: one line,
+# exit 2, instead of a traceback.
+WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
+    errno.EROFS: "read-only file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied",
+}
+
+
+def os_error_line(e: OSError, command: str | None = None) -> str | None:
+    """The one line for an OSError of WRITE_ERRNOS that reached the top; None for any other."""
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    reason = f"{e.strerror or WRITE_ERRNOS[e.errno]} ({errno.errorcode[e.errno]})"
+    if e.filename is not None:
+        subject = f"{e.filename}: {reason}"
+    else:
+        what = activity(e)
+        subject = f"{reason} while {what}" if what else reason
+    cmd = f" (xfbench {command})" if command else ""
+    return f"{subject}{cmd}; anything written before it stays (the results file is synced line by line)"
 
 
 class XfbenchGroup(TyperGroup):
@@ -96,6 +237,12 @@ class XfbenchGroup(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise _Stopped(e) from e
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -108,11 +255,26 @@ class XfbenchGroup(TyperGroup):
             _fail(f"{e.format_message()}{hint}", ExitStatus.BAD_INPUT)
         except BadInput as e:
             _fail(str(e), ExitStatus.BAD_INPUT)
-        except (Abort, KeyboardInterrupt):
-            _fail("interrupted", ExitStatus.INTERRUPTED)
+        except _Stopped as e:
+            line, code = interrupt_line(e.interrupt, _command(args))
+            _say(line)
+            sys.exit(code)
+        except (Abort, KeyboardInterrupt) as e:
+            interrupt = e.__context__ if isinstance(e, Abort) and e.__context__ is not None else e
+            line, code = interrupt_line(interrupt, _command(args))
+            _say(line)
+            sys.exit(code)
         except Exit as e:
             sys.exit(e.exit_code)
-        sys.exit(int(rv or 0))
+        except OSError as e:
+            line = os_error_line(e, _command(args))
+            if line is None:
+                raise
+            _fail(line, ExitStatus.BAD_INPUT)
+        code = int(rv or 0)
+        if code == ExitStatus.INTERRUPTED and _signals_seen:  # a sweep that stopped on main's SIGTERM
+            code = int(ExitStatus.TERMINATED)
+        sys.exit(code)
 
 
 app = typer.Typer(
@@ -141,5 +303,41 @@ def _root(
     """Benchmark and profile transformer workloads: attention, model scale, data parallelism."""
 
 
+def _printable_warnings() -> None:
+    """Python's warnings (a library's UserWarning quoting a label) print with their control characters
+    made visible, like everything else xfbench prints."""
+    import warnings
+
+    from ..reports.sanitize import printable
+
+    fmt = warnings.formatwarning
+    if getattr(fmt, "_xfbench_printable", False):
+        return
+
+    def formatwarning(*args, **kwargs) -> str:
+        return printable(fmt(*args, **kwargs))
+
+    formatwarning._xfbench_printable = True
+    warnings.formatwarning = formatwarning
+
+
 def main() -> None:
-    app()
+    """The console script: guarded output streams (cli/output), SIGTERM as an interruption, the app."""
+    from . import output
+
+    output.guard()
+    _printable_warnings()
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    code: object = None
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+        raise
+    finally:
+        output.flush()
+        line = output.lost_output_line(code if isinstance(code, int) else (0 if code is None else None))
+        if line is not None:
+            _say(line)
+            output.flush()

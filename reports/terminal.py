@@ -1,26 +1,61 @@
-"""Terminal renderer: draws the format-neutral tables with rich (plain text off a terminal)."""
+"""Terminal renderer: draws the format-neutral tables with rich (plain text off a terminal).
+
+Every string it takes from data (titles, column names, cells, notes, findings) goes through
+reports.sanitize.printable and into a Text object, never through rich markup: a label such as
+`[/bold]sdpa` or one holding an escape sequence prints as the literal, visible text. SafeConsole,
+the console every command prints through (cli/console.make_console), holds to the same rule for
+whatever else it is given.
+"""
 
 from __future__ import annotations
 
 from rich import box
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from .sanitize import encodable, is_printable, printable
 from .schema import RunResult
 from .tables import Table, all_tables
 
 STYLES = {"bad": "bold red", "warn": "yellow", "dim": "dim", None: ""}
 
 
-def to_rich(t: Table) -> RichTable:
+class SafeConsole(Console):
+    """A rich Console that prints every string as plain, printable text: no markup, no emoji
+    codes, no control character (reports.sanitize.printable), whatever its caller passes."""
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        # Cleaned before layout, so widths are measured on what is shown; never markup or emoji.
+        kwargs["markup"] = False
+        kwargs["emoji"] = False
+        return super().render_str(encodable(printable(text), self.encoding), **kwargs)
+
+    def _render_buffer(self, buffer) -> str:
+        # The last pass over what is written: every text segment but rich's own control codes
+        # (the live bar's cursor moves), before the styles add their escape sequences.
+        cleaned = (
+            seg if seg.control or is_printable(seg.text) else Segment(printable(seg.text), seg.style, seg.control)
+            for seg in buffer
+        )
+        return super()._render_buffer(cleaned)
+
+
+def _text(s: str, style: str = "", encoding: str | None = None) -> Text:
+    """Data as a Text: printable, in what `encoding` (the console's) can show, never markup."""
+    return Text(encodable(printable(s), encoding), style=style)
+
+
+def to_rich(t: Table, encoding: str | None = None) -> RichTable:
     """The table body; print_table adds title and notes at full width (rich wraps them to the table)."""
     rt = RichTable(box=box.SIMPLE_HEAVY)
     for i, c in enumerate(t.columns):
         # overflow="fold": a word wider than its column (an operator's name) breaks, never loses its end
-        rt.add_column(c, justify="right" if i == 0 else "left", no_wrap=i == 0, overflow="fold")
+        rt.add_column(_text(c, encoding=encoding), justify="right" if i == 0 else "left", no_wrap=i == 0,
+                      overflow="fold")
     for row in t.rows:
-        rt.add_row(*[Text(c.text, style=STYLES[c.status]) for c in row])
+        rt.add_row(*[_text(c.text, STYLES[c.status], encoding) for c in row])
     return rt
 
 
@@ -31,7 +66,7 @@ def render(run: RunResult, console: Console, tables: list[Table] | None = None) 
     from .profile_report import profile_tables
 
     for note in run.notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        console.print(_text(f"note: {note}", "yellow", console.encoding))
     shown = all_tables(run) if tables is None else list(tables)
     titles = {t.title for t in shown}
     for t in shown + [t for t in profile_tables(run) if t.title not in titles]:
@@ -39,10 +74,10 @@ def render(run: RunResult, console: Console, tables: list[Table] | None = None) 
 
 
 def print_table(t: Table, console: Console) -> None:
-    console.print(Text(t.title, style="bold"))
-    console.print(to_rich(t))
+    console.print(_text(t.title, "bold", console.encoding))
+    console.print(to_rich(t, console.encoding))
     for note in t.notes:
-        console.print(Text(note, style="dim"))
+        console.print(_text(note, "dim", console.encoding))
     console.print()
 
 
@@ -52,14 +87,14 @@ def print_summary(findings, console: Console) -> None:
         return
     console.print(Text("summary", style="bold"))
     for f in findings:
-        console.print(Text(f"- {f.text}", style=STYLES.get(f.status, "")))
+        console.print(_text(f"- {f.text}", STYLES.get(f.status, ""), console.encoding))
     console.print()
 
 
 def print_document(doc, console: Console) -> None:
     """A reports.document.Document: load notes, summary, then each workload's tables."""
     for note in doc.notes:
-        console.print(Text(f"note: {note}", style="yellow"))
+        console.print(_text(f"note: {note}", "yellow", console.encoding))
     print_summary(doc.summary, console)
     for section in doc.sections:
         for t in section.tables:
@@ -72,6 +107,7 @@ def render_text(run: RunResult, *, width: int = 160, generated_utc: str | None =
 
     from .document import build_document
 
-    console = Console(file=io.StringIO(), width=width, no_color=True, highlight=False, force_terminal=False)
+    console = SafeConsole(file=io.StringIO(), width=width, no_color=True, highlight=False, markup=False, emoji=False,
+                          force_terminal=False)
     print_document(build_document(run, generated_utc), console)
     return console.file.getvalue()
