@@ -72,9 +72,9 @@ def ab(
             argv = child_argv(pythons[side], source, dirs[side], (r, rounds), over, interleaved=True)
             console.print(f"round {r}/{rounds}, side {side}", markup=False)
             rc = run_child(argv)
-            if rc == int(ExitStatus.INTERRUPTED):
+            if rc in (int(ExitStatus.INTERRUPTED), int(ExitStatus.TERMINATED)):
                 console.print(f"interrupted in round {r}, side {side}: finished runs are in {folder}", markup=False)
-                return ExitStatus.INTERRUPTED
+                return ExitStatus(rc)
             if rc == int(ExitStatus.BAD_INPUT):  # e.g. the suite or an option that side's xfbench refuses
                 console.print(f"round {r}, side {side}: its xfbench refused the run (exit 2); stopping", markup=False)
                 return ExitStatus.BAD_INPUT

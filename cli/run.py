@@ -65,6 +65,9 @@ def run(
     if resume and repeat > 1:
         raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
     run_dir = out or default_run_dir(f"run-{spec.name}")
+    from .output import results_at
+
+    results_at(run_dir / "results.jsonl")  # named if stdout stops taking output
     if repeat_index is None and not resume and (run_dir / "results.jsonl").exists():
         # appended runs would count as repeats of this one in `compare`
         raise BadInput(f"{run_dir} already holds results: give a new --out, or --resume to finish that run")

@@ -34,11 +34,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..reports.errors import BadInput
+from .parse import MAX_DIM, MAX_LEN  # the bounds the commands' options have
 
 BUILTIN_PACKAGE = "xfbench.cli"
 BUILTIN_FOLDER = "suites"
-MAX_LEN = 1 << 20  # tokens, batch: the bound the commands' options have
-MAX_DIM = 1 << 16  # heads, head_dim, layers, width
 MAX_REL_THRESHOLD = 1.0  # +100%: a gate wider than 2x the baseline catches nothing a user means
 
 Pos = Annotated[int, Field(gt=0, le=MAX_LEN)]

@@ -94,6 +94,9 @@ def run_sweep(
     console = make_console()
     run_dir = out or default_run_dir(command)
     path = run_dir / RESULTS_NAME
+    from .output import results_at
+
+    results_at(path)  # named if stdout stops taking output
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)

@@ -36,6 +36,13 @@ def write_output(data: str | bytes, dest: str | Path) -> Path | None:
         return None
     path = Path(dest)
     blob = data.encode("utf-8") if isinstance(data, str) else data
+    if path.exists() and not path.is_file() and not path.is_dir():  # a device or a pipe: never rename over it
+        try:
+            with open(path, "wb") as fh:
+                fh.write(blob)
+        except OSError as e:
+            raise BadInput(f"cannot write {path}: {e.strerror or e}") from None
+        return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -38,7 +38,7 @@ from ..profilers.timer import TimerPolicy
 from ..profilers.torch_profile import ProfileOptions
 from ..profilers.warnings import environment_warnings, hints
 from ..reports.schema import Header, Measurement, Record, new_run_id
-from ..reports.store import ResultsWriter, load_results
+from ..reports.store import ResultsWriter, RunLock, load_index
 from . import get_workload
 from .base import Case, SkipCase
 from .isolate import DEFAULT_CASE_TIMEOUT_S, NoStop, StopSignals
@@ -470,7 +470,7 @@ def pending_cases(cases: Iterable[Case], results_path: Path) -> list[Case]:
     cases = list(cases)
     if not results_path.exists():
         return cases
-    done = {r.case_id for r in load_results(results_path).records if r.status in DONE_STATUSES}
+    done = {r.case_id for r in load_index(results_path).records if r.status in DONE_STATUSES}
     return [c for c in cases if c.id not in done]
 
 
@@ -499,7 +499,14 @@ def run_plan(
         return []
     if stop is not None:
         stop.check()
-    prior = load_results(results_path).records if results_path.exists() else []
+    # The run folder is locked before anything is calibrated: a second xfbench writing it exits 2 at once.
+    with RunLock(results_path) as lock:
+        prior = lock.check().records
+        return _run_locked(cases, results_path, lock, prior, command=command, argv=argv, opts=opts,
+                           progress=progress, execute=execute, header_fields=header_fields, stop=stop)
+
+
+def _run_locked(cases, results_path, lock, prior, *, command, argv, opts, progress, execute, header_fields, stop):
     if opts.profile is not None:  # profiler files go into the run folder, paths relative to it
         opts = replace(opts, profile=replace(opts.profile, run_dir=results_path.parent.resolve()))
     sweep = open_sweep(cases, opts, progress)
@@ -513,7 +520,9 @@ def run_plan(
             run_id=run_id, tool_version=__version__, created_utc=_now(), command=command, argv=list(argv or []),
             **provenance(), environment=environment, warning_hints=hints(), **(header_fields or {}),
         )
-        with ResultsWriter(results_path, header) as writer:
+        with ResultsWriter(results_path, header, lock=lock) as writer:
+            for note in writer.notes:
+                (progress or NullProgress()).note(f"note: {note}")
             return run_cases(
                 cases, writer.append, opts, progress, oom_at=oom_sizes(prior), sweep=sweep, run_id=run_id,
                 execute=execute, stop=stop,
