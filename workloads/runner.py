@@ -500,10 +500,18 @@ def run_plan(
     if stop is not None:
         stop.check()
     # The run folder is locked before anything is calibrated: a second xfbench writing it exits 2 at once.
-    with RunLock(results_path) as lock:
-        prior = lock.check().records
-        return _run_locked(cases, results_path, lock, prior, command=command, argv=argv, opts=opts,
-                           progress=progress, execute=execute, header_fields=header_fields, stop=stop)
+    folder = results_path.parent
+    made = not folder.exists()
+    try:
+        with RunLock(results_path) as lock:
+            prior = lock.check().records
+            return _run_locked(cases, results_path, lock, prior, command=command, argv=argv, opts=opts,
+                               progress=progress, execute=execute, header_fields=header_fields, stop=stop)
+    except BaseException:
+        if made:  # failed before writing anything (bad input found while calibrating): leave no empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _run_locked(cases, results_path, lock, prior, *, command, argv, opts, progress, execute, header_fields, stop):
