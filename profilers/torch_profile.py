@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import re
 import time
 import warnings
@@ -43,6 +44,7 @@ import torch
 from ..reports.schema import TimeStats
 from .device import synchronize
 from .measure import PASS, Context, Contribution, MeasureOptions
+from .memory import is_oom
 
 TRACE_NAME = "trace.json.gz"
 SNAPSHOT_NAME = "memory_snapshot.pickle"
@@ -234,16 +236,20 @@ def _shares(seconds: dict[str, float], step_s: float) -> dict[str, float | None]
 
 
 def _write_trace(prof: Any, path: Path) -> None:
-    """The Chrome trace, gzipped (torch's export writes plain JSON; viewers read either)."""
+    """The Chrome trace, gzipped (torch's export writes plain JSON; viewers read either), renamed
+    into place once whole: a crash never leaves half a trace under the record's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = path.with_name(path.name.removesuffix(".gz") + ".tmp")
+    packed = path.with_name(path.name + ".part")
     try:
         prof.export_chrome_trace(str(plain))
-        with open(plain, "rb") as src, gzip.open(path, "wb", compresslevel=6) as dst:
+        with open(plain, "rb") as src, gzip.open(packed, "wb", compresslevel=6) as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
+        os.replace(packed, path)
     finally:
         plain.unlink(missing_ok=True)
+        packed.unlink(missing_ok=True)
 
 
 def read_trace(path: Path) -> dict[str, Any]:
@@ -405,17 +411,11 @@ class TorchProfile:
         try:
             summary = profile_step(self.ctx.step.run, self.ctx.device, po)
         except (RuntimeError, OSError) as e:  # the profiler or the disk failed: the timed figures stand
-            if isinstance(e, RuntimeError) and _is_oom(e):
+            if is_oom(e):
                 raise
             return Contribution(profile={"error": f"{type(e).__name__}: {str(e).strip()[:300]}"})
         summary.update(cross_checks(summary, timing, self.ctx.step))
         return Contribution(profile=summary)
-
-
-def _is_oom(e: BaseException) -> bool:
-    from .memory import is_oom
-
-    return is_oom(e)
 
 
 # --- CUDA memory snapshots --------------------------------------------------------------------
@@ -483,8 +483,6 @@ def snapshot_on_oom(attempt: Callable[[], object], device: torch.device, po: Pro
     why = snapshot_support(device)
     if why is not None:
         return {"memory_snapshot": None, "memory_snapshot_skipped": why}
-    from .memory import is_oom
-
     with memory_history(po.snapshot_entries):
         try:
             attempt()
