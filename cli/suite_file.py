@@ -103,6 +103,8 @@ class RunSettings(BaseModel):
     profile_stack: bool = False
     memory_snapshot: bool = False
     snapshot_entries: int = Field(100_000, ge=1000)
+    isolate: bool = False  # each case in a fresh child (`xfbench attention --help`: --isolate)
+    case_timeout: float | None = Field(None, ge=1, le=7 * 86400)  # seconds; turns isolate on
 
     @field_validator("profile_schedule")
     @classmethod

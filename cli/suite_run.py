@@ -57,7 +57,8 @@ def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, re
         profile=over.profile or pick(case.profile, r.profile), profile_schedule=r.profile_schedule,
         profile_top=r.profile_top, profile_stack=r.profile_stack,
         memory_snapshot=over.memory_snapshot or pick(case.memory_snapshot, r.memory_snapshot),
-        snapshot_entries=r.snapshot_entries, isolate=over.isolate, case_timeout=over.case_timeout,
+        snapshot_entries=r.snapshot_entries, isolate=over.isolate or r.isolate,
+        case_timeout=over.case_timeout if over.case_timeout is not None else r.case_timeout,
     )
 
 
