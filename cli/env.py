@@ -26,13 +26,14 @@ def env(
     report = None
     # A calibration's own interrupt says what it was measuring (profilers.calibrate.load_or_calibrate).
     with interrupt_says("env interrupted: it writes nothing but the calibration cache, so nothing was lost"):
+        from ..profilers.device import resolve_device
         from ..profilers.env import collect_environment, provenance
 
+        dev = resolve_device(device)  # a --device that cannot be used is exit 2, with or without --calibrate
         if calibrate or recalibrate:
             from ..profilers.calibrate import calibration_report, load_or_calibrate
-            from ..profilers.device import resolve_device
 
-            res = load_or_calibrate(resolve_device(device), threads=threads, recalibrate=recalibrate, level="full")
+            res = load_or_calibrate(dev, threads=threads, recalibrate=recalibrate, level="full")
             report = calibration_report(res, peak)
         info = collect_environment(calibration=report)
         info.update(provenance())

@@ -130,7 +130,9 @@ def parallel_plan(
 
     strategies, scale, sizes = parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
     custom = custom_model(layers, d_model, heads, vocab)
-    names = parse_presets(presets or "1M", list(PRESETS)) if presets is not None or custom is None else []
+    names = []
+    if presets is not None or custom is None:  # --presets "" is not the default: parse_presets refuses it
+        names = parse_presets("1M" if presets is None else presets, list(PRESETS))
     if collectives is None:
         ops = ["all_reduce"] + (["all_gather", "reduce_scatter"] if "fsdp" in strategies else [])
     else:

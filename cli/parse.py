@@ -94,16 +94,29 @@ def parse_choices(text: str, choices: tuple[str, ...] | list[str], option: str) 
     return list(dict.fromkeys(picked))
 
 
+# A size as parse_bytes takes it: ASCII digits with at most one decimal point, then a unit. pydantic's
+# ByteSize alone reads '1.5.5GB' as 1 byte and '5.GB' as 5 bytes (its pattern is not anchored at the
+# number's end), and int() behind it takes '1_000' and Arabic-Indic digits.
+_SIZE = re.compile(r"\s*(?:\d+(?:\.\d+)?|\.\d+)\s*[A-Za-z]*\s*", re.ASCII)
+# No size an option takes is past an exbibyte (2^60 B): a larger one is a typo, and a memory cap
+# of it overflows the rlimit (an unsigned 64-bit count).
+MAX_BYTES = 2**60
+
+
 def parse_bytes(text: str, option: str) -> int:
     """'2GiB', '500MB', '1.5g', '1048576' -> bytes (pydantic's ByteSize: SI and IEC units)."""
     from pydantic import ByteSize, TypeAdapter, ValidationError
 
+    if not _SIZE.fullmatch(text):
+        raise BadInput(f"{option}: '{text}' is not a size (e.g. 512MiB, 2GB, 1048576)")
     try:
         value = int(TypeAdapter(ByteSize).validate_python(text.strip()))
     except ValidationError:
         raise BadInput(f"{option}: '{text}' is not a size (e.g. 512MiB, 2GB, 1048576)") from None
     if value <= 0:
         raise BadInput(f"{option}: '{text}' must be more than 0 bytes")
+    if value > MAX_BYTES:
+        raise BadInput(f"{option}: '{text}' is more than 1 EiB (2^60 bytes)")
     return value
 
 
