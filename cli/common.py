@@ -24,6 +24,13 @@ Out = Annotated[
     Path | None, typer.Option("--out", help="Run folder for results.jsonl [default: runs/<UTC time>-<command>].")
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Skip cases already finished in --out's results file.")]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force", help="Start a new run in an --out that already holds one (its files are kept as *.bak; without "
+        "--force or --resume such an --out is refused).",
+    ),
+]
 TargetCi = Annotated[
     float,
     typer.Option(
@@ -135,6 +142,7 @@ class SharedOptions:
     device: Device = "auto"
     out: Out = None
     resume: Resume = False
+    force: Force = False
     target_ci: TargetCi = 0.02
     max_time: MaxTime = 5.0
     threads: Threads = None
@@ -193,6 +201,9 @@ class SharedOptions:
                 "--recalibrate contradicts --no-calibrate: give one (--recalibrate measures the peaks again, "
                 "--no-calibrate measures against none)"
             )
+        if self.force and self.resume:
+            raise BadInput("--force contradicts --resume: give one (--resume adds to the run in --out, --force "
+                           "starts a new one there)")
         if given_empty(sys.argv[1:] if argv is None else argv, "--out"):
             raise BadInput("--out: give a folder")
         check_out(self.out, "--out")

@@ -29,6 +29,9 @@ def compare(
         None, "--github-benchmark", help="Write CURRENT in github-action-benchmark's custom JSON format here."
     ),
     allow_different_env: AllowDifferentEnv = False,
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite --markdown/--json/--github-benchmark files that exist."
+    ),
     against_history: bool = typer.Option(
         False, "--against-history", help="Compare CURRENT with the last --last runs of each case on this machine."
     ),
@@ -56,7 +59,7 @@ def compare(
         baseline, current, console=make_console(), threshold=threshold, metric=metric, alpha=alpha,
         runs_alpha=runs_alpha, noise_k=noise_k, markdown=markdown, json_out=json_out, github_benchmark=github_benchmark,
         allow_different_env=allow_different_env, against_history=against_history, last=last, db=db,
-        history_noise=history_noise,
+        history_noise=history_noise, force=force,
     )
 
 
@@ -65,7 +68,7 @@ def compare_and_report(
     alpha: float = 0.002, runs_alpha: float = 0.01, noise_k: float = 1.0, markdown: Path | None = None,
     json_out: Path | None = None, github_benchmark: Path | None = None, allow_different_env: bool = False,
     against_history: bool = False, last: int = 30, db: Path | None = None, history_noise: bool = True,
-    names: tuple[str, str] | None = None,
+    names: tuple[str, str] | None = None, force: bool = False,
 ) -> ExitStatus:
     """Load, compare, print, export; the exit code (1: a regression). `xfbench ab` ends here too."""
     from ..reports import compare as cmp_lib
@@ -73,10 +76,11 @@ def compare_and_report(
     from ..reports.errors import BadInput
     from ..reports.store import load_results
     from ..reports.terminal import print_table
-    from ..reports.writer import STDOUT, write_output
+    from ..reports.writer import STDOUT, refuse_existing, write_output
     from .parse import parse_choices
 
     outputs = (("--markdown", markdown), ("--json", json_out), ("--github-benchmark", github_benchmark))
+    refuse_existing(outputs, force=force)  # before anything is loaded: a refused command writes nothing
     to_stdout = [n for n, d in outputs if d is not None and str(d) == STDOUT]
     if len(to_stdout) > 1:
         raise BadInput(f"only one output can go to stdout ('-'), not {', '.join(to_stdout)}")
@@ -230,5 +234,7 @@ def _history_noise(base, cur, metric: str, db, last: int) -> dict:
         with History(path) as h:
             return history_noise(h, base, cur, metric, last)
     except (sqlite3.Error, BadInput) as e:
-        print(f"xfbench: warning: history noise not used ({e})", file=sys.stderr)
+        from ..reports.sanitize import printable
+
+        print(printable(f"xfbench: warning: history noise not used ({e})", lines=False), file=sys.stderr)
         return {}

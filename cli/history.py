@@ -15,6 +15,7 @@ def history(
     metric: str = typer.Option("time", "--metric", help="time, tokens_per_s or peak_mem."),
     db: Path | None = typer.Option(None, "--db", help="History database [default: user data folder]."),
     html: Path | None = typer.Option(None, "--html", help="Also write the trends as an HTML page with figures."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an --html file that exists."),
 ) -> ExitStatus:
     """Per-case trends from the history database: runs, noise band, sparkline, change points."""
     from ..reports.compare_history import HISTORY_METRIC
@@ -22,11 +23,12 @@ def history(
     from ..reports.history import History, default_db_path
     from ..reports.history_report import history_html, history_table
     from ..reports.terminal import print_table
-    from ..reports.writer import write_output
+    from ..reports.writer import refuse_existing, write_output
     from .console import make_console
 
     if metric not in HISTORY_METRIC:
         raise BadInput(f"--metric: unknown value '{metric}' (choose from {', '.join(HISTORY_METRIC)})")
+    refuse_existing([("--html", html)], force=force)
     path = db or default_db_path()
     if not path.exists():
         raise BadInput(f"no history database at {path} (`xfbench run` records every run there; or give --db)")

@@ -37,6 +37,10 @@ def report(
     markdown: Path | None = typer.Option(
         None, "--markdown", help="Write the summary and tables as Markdown here ('-': stdout)."
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Overwrite outputs that exist (without it an existing file is refused; the run's own "
+        "report.html is always rendered again).",
+    ),
     raw_data: str = typer.Option(
         "auto", "--raw-data",
         help="The HTML's raw-data appendix: json (every record), samples, none, or auto (json up to 1 MB).",
@@ -47,7 +51,7 @@ def report(
     from ..reports.html import RAW_DATA
     from ..reports.render import generated_utc, render
     from ..reports.store import REPORT_NAME, RESULTS_NAME, load_results
-    from ..reports.writer import STDOUT, write_files, write_output
+    from ..reports.writer import STDOUT, refuse_existing, refuse_existing_figures, write_files, write_output
     from .console import make_console
     from .parse import parse_choices
 
@@ -58,12 +62,15 @@ def report(
     to_stdout = [name for name, dest in outputs.items() if dest is not None and str(dest) == STDOUT]
     if len(to_stdout) > 1:
         raise BadInput(f"only one report can go to stdout ('-'), not {', '.join('--' + n for n in to_stdout)}")
+    run_dir = source if source.is_dir() else source.parent
+    # Every output is checked before anything is read or drawn: a refused one writes nothing.
+    refuse_existing([(f"--{n}", d) for n, d in outputs.items()], force=force, keep=(run_dir / REPORT_NAME,))
+    refuse_existing_figures(figures, picked, force=force)
     if html is not None or figures is not None or all(dest is None for dest in outputs.values()):
         from ..reports.figures import warm_up
 
         warm_up()  # matplotlib loads on the other core while this one reads the results
     run = load_results(source)  # BadInput: one line, exit 2
-    run_dir = source if source.is_dir() else source.parent
     # Lines about what was written go to stderr when a report itself goes to stdout.
     console = make_console(stderr=bool(to_stdout))
     stamp = generated_utc()

@@ -32,6 +32,10 @@ def run(
         "spread between runs (the noise that samples inside one run cannot see).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Skip cases already finished in --out's results file."),
+    force: bool = typer.Option(
+        False, "--force", help="Start a new run in an --out that already holds one (its files are kept as *.bak; "
+        "without --force or --resume such an --out is refused).",
+    ),
     device: SuiteDevice = None,
     threads: SuiteThreads = None,
     max_time: SuiteMaxTime = None,
@@ -54,7 +58,7 @@ def run(
     from .console import make_console
     from .suite_file import load_suite
     from .suite_run import SuiteOverrides, suite_plans
-    from .sweep import default_run_dir
+    from .sweep import claim_run_folder, default_run_dir
 
     spec = load_suite(suite)
     over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock,
@@ -62,16 +66,19 @@ def run(
     plans = suite_plans(spec, over)  # every case checked before anything runs
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
+    if resume and force:
+        raise BadInput("--force contradicts --resume: give one (--resume adds to the run in --out, --force "
+                       "starts a new one there)")
     if resume and repeat > 1:
         raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
     run_dir = out or default_run_dir(f"run-{spec.name}")
     from .output import results_at
 
     results_at(run_dir / "results.jsonl")  # named if stdout stops taking output
-    if repeat_index is None and not resume and (run_dir / "results.jsonl").exists():
-        # appended runs would count as repeats of this one in `compare`
-        raise BadInput(f"{run_dir} already holds results: give a new --out, or --resume to finish that run")
     console = make_console()
+    if repeat_index is None:  # appended runs would count as repeats of this one in `compare`
+        for line in claim_run_folder(run_dir, resume=resume, force=force):
+            console.print(line, markup=False)
     total = sum(len(p) for p in plans)
     if repeat_index is not None:  # one repeat of a parent's --repeat: measure, append, leave the rest to it
         index = _repeat_index(repeat_index)

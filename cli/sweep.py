@@ -31,8 +31,49 @@ FAILED = ("oom", "error")
 
 
 def default_run_dir(command: str) -> Path:
+    """runs/<UTC time>-<command>, with -2, -3, ... when a run started in the same second holds that name."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("runs") / f"{stamp}-{command}"
+    base = Path("runs") / f"{stamp}-{command}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+# What a run writes into its folder: --force keeps the earlier run's as <name>.bak.
+RUN_FILES = (RESULTS_NAME, REPORT_NAME, "summary.md", "results.csv")
+BACKUP_SUFFIX = ".bak"
+
+
+def claim_run_folder(run_dir: Path, *, resume: bool, force: bool) -> list[str]:
+    """Make sure a new run never overwrites an earlier one: an --out holding a results file is
+    refused (BadInput, exit 2, before anything is calibrated) unless --resume adds to it, or --force
+    starts afresh, keeping the earlier run's files as *.bak (one generation: an older .bak goes).
+    An empty folder, or one without a results file, is fine. Returns the lines to print (what
+    --force moved aside). The move is made under the run's lock, so a run still writing there
+    is never moved from under it ("another xfbench is writing DIR", exit 2)."""
+    from ..reports.store import RunLock
+
+    path = run_dir / RESULTS_NAME
+    if resume or not (path.exists() or path.is_symlink()):
+        return []
+    moved = []
+    with RunLock(path):  # first: a run still being written is "another xfbench is writing DIR"
+        if not force:
+            raise BadInput(
+                f"{run_dir} already holds a run ({RESULTS_NAME}): give a new --out, --resume to add to that run, "
+                f"or --force to start a new one there (the earlier files are kept as *{BACKUP_SUFFIX})"
+            )
+        for name in RUN_FILES:
+            src = run_dir / name
+            if src.is_file():
+                try:
+                    src.replace(src.with_name(name + BACKUP_SUFFIX))
+                except OSError as e:
+                    raise BadInput(f"--force: cannot move {src} aside: {e.strerror or e}") from None
+                moved.append(name)
+    return [f"--force: the earlier run's {', '.join(moved)} kept as *{BACKUP_SUFFIX} in {run_dir}"]
 
 
 def write_html_report(run: RunResult, run_dir: Path, console) -> Path | None:
@@ -97,6 +138,8 @@ def run_sweep(
     from .output import results_at
 
     results_at(path)  # named if stdout stops taking output
+    for line in claim_run_folder(run_dir, resume=resume, force=shared.force):
+        console.print(line, markup=False)
     todo = pending_cases(cases, path) if resume else cases
     done = f" ({len(cases) - len(todo)} already in the file, skipped by --resume)" if resume else ""
     console.print(f"xfbench {command}: {len(todo)} cases to run{done} -> {path}", markup=False)

@@ -27,7 +27,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -1000,6 +1000,28 @@ def _tidy_svg(svg: str, prefix: str) -> str:
     return _TAG.sub(tag, svg)
 
 
+def _printable(run: RunResult, spec: FigureSpec) -> tuple[RunResult, FigureSpec]:
+    """The run and spec with the control characters of every label, variant and size name made
+    visible (reports.sanitize.printable), as the terminal shows them: they come from the results
+    file, and raw, an ESC makes the SVG ill-formed XML and warns of a missing glyph. The same run
+    and spec when nothing needs it (the common case: no copy)."""
+    from .sanitize import is_printable, printable
+
+    def bad(r: Record) -> bool:
+        return not (is_printable(r.label, lines=False) and is_printable(r.variant, lines=False)
+                    and is_printable(r.size_name, lines=False))
+
+    if not any(bad(r) for r in run.records) and is_printable(spec.title, lines=False):
+        return run, spec
+    records = [r.model_copy(update={"label": printable(r.label, lines=False),
+                                    "variant": printable(r.variant, lines=False),
+                                    "size_name": printable(r.size_name, lines=False)}) if bad(r) else r
+               for r in run.records]
+    label = None if spec.label is None else printable(spec.label, lines=False)
+    return (run.model_copy(update={"records": records}),
+            replace(spec, title=printable(spec.title, lines=False), label=label))
+
+
 def render_figure(run: RunResult, spec: FigureSpec, fmt: str = "svg", dpi: int = 150) -> bytes:
     """One figure as `fmt` ('svg', 'pdf' or 'png') bytes; the same results give the same bytes.
 
@@ -1015,7 +1037,7 @@ def render_figure(run: RunResult, spec: FigureSpec, fmt: str = "svg", dpi: int =
         raise ValueError(f"figure kind {spec.kind!r}: choose one of {', '.join(BUILDERS)}")
     buf = io.BytesIO()
     with _styled(spec.key):
-        fig = BUILDERS[spec.kind](run, spec)
+        fig = BUILDERS[spec.kind](*_printable(run, spec))
         fig.savefig(buf, format=fmt, dpi=dpi, metadata=METADATA[fmt])
     data = buf.getvalue()
     if fmt == "svg":

@@ -25,6 +25,40 @@ def _umask() -> int:
     return mask
 
 
+def refuse_existing(outputs, *, force: bool, keep: tuple[Path, ...] = ()) -> None:
+    """Never overwrite a report without --force: BadInput (exit 2, before anything is rendered)
+    naming the first of `outputs` ((option, dest) pairs) that is an existing file. stdout ('-'),
+    devices and pipes (written in place, never replaced) and the paths in `keep` (a run's own
+    report.html, which `xfbench report RUN` renders again from that run's results) are never
+    refused; with force nothing is."""
+    if force:
+        return
+    kept = {_same(p) for p in keep}
+    for option, dest in outputs:
+        if dest is None or str(dest) == STDOUT:
+            continue
+        path = Path(dest)
+        if path.is_file() and _same(path) not in kept:
+            raise BadInput(f"{option}: {path} exists: give another path, or --force to overwrite it")
+
+
+def refuse_existing_figures(folder: Path | None, formats, *, force: bool) -> None:
+    """The same for a folder of figures: refused when it already holds a figure of one of `formats`."""
+    if force or folder is None or not folder.is_dir():
+        return
+    old = sorted(p.name for p in folder.iterdir() if p.suffix.lstrip(".") in formats and p.is_file())
+    if old:
+        raise BadInput(f"--figures: {folder} already holds figures ({old[0]}, ...): give another folder, "
+                       "or --force to overwrite them")
+
+
+def _same(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
+
+
 def write_output(data: str | bytes, dest: str | Path) -> Path | None:
     """Write `data` to `dest` ('-': stdout, then None is returned); text is UTF-8."""
     if str(dest) == STDOUT:

@@ -71,9 +71,12 @@ def test_bad_input_in_a_real_process_has_no_traceback():
 
 def test_out_pointing_at_a_non_results_file_is_bad_input(tmp_path):
     (tmp_path / "results.jsonl").write_text("not json\nat all\n")
-    result = run_cli("attention", *TINY, "--out", str(tmp_path))
+    result = run_cli("attention", *TINY, "--out", str(tmp_path), "--resume")
     assert result.returncode == 2 and "not a results line" in result.stderr
     assert (tmp_path / "results.jsonl").read_text() == "not json\nat all\n"  # untouched
+    new = run_cli("attention", *TINY, "--out", str(tmp_path))  # without --resume: never written over
+    assert new.returncode == 2 and "already holds a run" in new.stderr
+    assert (tmp_path / "results.jsonl").read_text() == "not json\nat all\n"
 
 
 def test_attention_end_to_end_tiny_sweep(tmp_path):

@@ -387,3 +387,19 @@ def test_byte_ticks_are_few_powers_of_two():
     for lo, hi in [(1, 2**60), (3, 5), (1e3, 1e12)]:
         ticks = _byte_ticks(lo, hi)
         assert 1 <= len(ticks) <= BYTE_TICKS_MAX
+
+
+def test_control_characters_in_labels_and_variants_never_reach_a_figure_raw():
+    """A hand-edited results file's ESC/BEL/bidi override in a label or variant: the SVG stays well-formed
+    XML (a raw ESC made it ill-formed) and shows the characters escaped, and no missing-glyph warning."""
+    import warnings
+
+    label, variant = "evil\x1b]0;title\x07 · float32", "v\x1b[2J\u202e"
+    run = _run([_rec(variant, s, label=label, workload="attention", size_name="seq_len") for s in (256, 512, 1024)])
+    spec = _spec(run, "time_memory")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 'Glyph 27 missing from font' was one warning per character
+        svg = render_figure(run, spec, "svg").decode("utf-8")
+        render_figure(run, spec, "png")
+    assert "\x1b" not in svg and "\x07" not in svg and "\u202e" not in svg
+    assert "v\\x1b[2J\\u202e" in _svg_text(svg)  # the legend; _svg_text parses: the SVG is well-formed XML

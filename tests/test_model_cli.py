@@ -83,7 +83,8 @@ def test_runs_with_other_lengths_into_one_folder_stay_separate(tmp_path):
     for t in ("32", "64"):
         result = runner.invoke(
             app, ["model", "--presets", "1M", "--mode", "train", "--batch", "2", "--seq-len", t, "--device", "cpu",
-                  "--threads", "1", "--no-calibrate", "--fake-clock", "--no-memory", "--out", str(tmp_path)],
+                  "--threads", "1", "--no-calibrate", "--fake-clock", "--no-memory", "--out", str(tmp_path),
+                  *(["--resume"] if t == "64" else [])],  # --resume: the one way to add to a run
         )
         assert result.exit_code == 0, result.output
     run = load_results(tmp_path)
