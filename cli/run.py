@@ -96,12 +96,12 @@ def run(
     results = run_dir / "results.jsonl"
     if status == ExitStatus.BAD_INPUT or not results.exists():
         if stopped:
-            console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False)
+            console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False, soft_wrap=True)
         return status
     end = _finish(spec, run_dir, console, status, html=spec.output.html if html is None else html,
                   history=history and not fake_clock, db=db, planned=planned)
     if stopped:
-        console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False)
+        console.print(_interrupted_line(status, run_dir, planned, repeat, at), markup=False, soft_wrap=True)
         return status
     return end
 

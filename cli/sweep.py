@@ -156,7 +156,7 @@ def run_sweep(
                 _report(run, run_dir, shared, console, extra_tables)
         kept = _kept(path, cases)
         console.print(interrupted_line(signum, kept, len(cases), path, resume_command(sys.argv[1:], run_dir)),
-                      markup=False)
+                      markup=False, soft_wrap=True)  # one line: the command in it stays copyable
         return ExitStatus.for_signal(signum)
     run = load_results(path)  # every report is a function of the results file
     _report(run, run_dir, shared, console, extra_tables)
