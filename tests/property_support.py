@@ -30,14 +30,15 @@ from xfbench.cli.main import app
 
 # Examples per @given test: XFBENCH_PROPERTY_EXAMPLES=500 for the goal, a smaller
 # default in the normal suite (both property files together stay within ~90 s on a 2-core VM).
-EXAMPLES = int(os.environ.get("XFBENCH_PROPERTY_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("XFBENCH_PROPERTY_EXAMPLES", "80"))
 
 # deadline=None: an example's time depends on the machine (the first one of a command imports
 # torch, seconds). too_slow: drawing a suite or results file mutation is slow next to a
 # deadline made for pure functions; data_too_large: whole files are drawn on purpose.
-# Nothing else is suppressed.
+# Nothing else is suppressed. database=None: the tree is shared, and a saved example replayed through a
+# changed strategy means another input; a failure prints its @reproduce_failure blob and seed instead.
 PROPERTY_SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True,
+    max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
