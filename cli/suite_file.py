@@ -60,6 +60,9 @@ class Threshold(BaseModel):
         return f"{self.rel:.1%}" if self.rel is not None else f"{self.abs_s * 1e3:g} ms"
 
 
+MAX_ABS_THRESHOLD_S = 86400.0  # no case's time changes by more than a day: a larger threshold is a typo
+
+
 def parse_threshold(value: Any) -> Threshold:
     """'5%' or 0.05 (relative, in (0, 100%]) or '2ms' (absolute time); ValueError otherwise."""
     if isinstance(value, bool):
@@ -75,6 +78,8 @@ def parse_threshold(value: Any) -> Threshold:
         seconds = float(m.group(1)) * _TIME_UNITS[m.group(2).lower()]
         if not seconds > 0:
             raise ValueError(f"'{value}': an absolute threshold must be above 0")
+        if not seconds <= MAX_ABS_THRESHOLD_S:  # also inf: '1e400ms' would let every change pass the gate
+            raise ValueError(f"'{value}': an absolute threshold is at most a day (86400 s)")
         return Threshold(abs_s=seconds)
     else:
         raise ValueError(f"'{value}' is not a threshold (give '5%', 0.05 or '2ms')")
