@@ -82,7 +82,12 @@ def parallel(
     import sys
 
     if print_launch:  # the options are checked here too: a bad one is exit 2, not a broken command line
-        parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
+        # (all but --device, which names the nodes' devices, not this machine's)
+        plan_inputs(presets=presets, strategy=strategy, world_sizes=world_sizes, scaling=scaling, layers=layers,
+                    d_model=d_model, heads=heads, vocab=vocab, collectives=collectives, message_sizes=message_sizes,
+                    dtype=dtype)
+        shared.run_options()
+        _fault(fault)
         from ..workloads.launch_lines import launch_lines
 
         argv = strip_launch_options(sys.argv[sys.argv.index("parallel") + 1:] if "parallel" in sys.argv else [])
@@ -123,23 +128,13 @@ def parallel_plan(
     from ..workloads import launch as ln
     from ..workloads.collectives import CollectiveConfig
     from ..workloads.collectives import cases as collective_cases
-    from ..workloads.gpt import PRESETS
     from ..workloads.parallel import ParallelConfig, cases
-    from .model import check_gpt_tensors, custom_model, parse_presets
-    from .parse import parse_bytes, parse_choices
+    from .model import check_gpt_tensors
 
-    strategies, scale, sizes = parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
-    custom = custom_model(layers, d_model, heads, vocab)
-    names = []
-    if presets is not None or custom is None:  # --presets "" is not the default: parse_presets refuses it
-        names = parse_presets("1M" if presets is None else presets, list(PRESETS))
-    if collectives is None:
-        ops = ["all_reduce"] + (["all_gather", "reduce_scatter"] if "fsdp" in strategies else [])
-    else:
-        ops = [o for o in parse_choices(collectives, COLLECTIVE_CHOICES, "--collectives") if o != "none"]
-    message = sorted({parse_bytes(s, "--message-sizes") for s in message_sizes.split(",") if s.strip()})
-    if not message and ops:
-        raise BadInput("--message-sizes: no sizes given")
+    strategies, scale, sizes, custom, names, ops, message = plan_inputs(
+        presets=presets, strategy=strategy, world_sizes=world_sizes, scaling=scaling, layers=layers, d_model=d_model,
+        heads=heads, vocab=vocab, collectives=collectives, message_sizes=message_sizes, dtype=dtype,
+    )
     dev = resolve_device(device)
     check_dtype(dtype, dev)
     if job_env is not None:
@@ -163,6 +158,35 @@ def parallel_plan(
     if job_env is not None and job_env["world_size"] > 1:  # one rank alone runs `single`; the rest, all ranks
         plan = [c for c in plan if c.params["world_size"] == job_env["world_size"] or c.variant == "single"]
     return plan
+
+
+def plan_inputs(
+    *, presets: str | None, strategy: str, world_sizes: str, scaling: str, layers: int | None, d_model: int | None,
+    heads: int | None, vocab: int | None, collectives: str | None, message_sizes: str, dtype: str,
+) -> tuple:
+    """The options of parallel_plan that need no device, parsed and checked (BadInput if invalid): strategies,
+    scaling, world sizes, the custom model, preset names, collectives and message sizes (and the dtype's name)."""
+    import torch
+
+    from ..reports.errors import BadInput
+    from ..workloads.gpt import PRESETS
+    from .model import custom_model, parse_presets
+    from .parse import parse_bytes, parse_choices
+
+    strategies, scale, sizes = parallel_plan_options(strategy=strategy, world_sizes=world_sizes, scaling=scaling)
+    custom = custom_model(layers, d_model, heads, vocab)
+    names = []
+    if presets is not None or custom is None:  # --presets "" is not the default: parse_presets refuses it
+        names = parse_presets("1M" if presets is None else presets, list(PRESETS))
+    if collectives is None:
+        ops = ["all_reduce"] + (["all_gather", "reduce_scatter"] if "fsdp" in strategies else [])
+    else:
+        ops = [o for o in parse_choices(collectives, COLLECTIVE_CHOICES, "--collectives") if o != "none"]
+    message = sorted({parse_bytes(s, "--message-sizes") for s in message_sizes.split(",") if s.strip()})
+    if not message and ops:
+        raise BadInput("--message-sizes: no sizes given")
+    check_dtype(dtype, torch.device("cpu"))  # its name (what 'auto' becomes depends on the device)
+    return strategies, scale, sizes, custom, names, ops, message
 
 
 def parallel_plan_options(*, strategy: str, world_sizes: str, scaling: str) -> tuple[list[str], str, list[int]]:

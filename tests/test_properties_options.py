@@ -170,7 +170,9 @@ SPECS: dict[str, Spec] = {
              "--collectives": ["nope", "all_reduce,\x1b"], "--message-sizes": ["abc", "0", "-1", "1.5.5GB", "2EiB"]},
         # without a collective no size is needed: an empty list is refused only with one
         bad_combos=[*SWEEP_COMBOS, ("--collectives", "all_reduce", "--message-sizes", ","),
-                    ("--collectives", "all_gather", "--message-sizes", "")],
+                    ("--collectives", "all_gather", "--message-sizes", ""),
+                    ("--print-launch", "--mem-limit", "abc"), ("--print-launch", "--presets", "nope"),
+                    ("--print-launch", "--dtype", "float7"), ("--print-launch", "--force", "--resume")],
         cheap=(*CHEAP, "--presets", "1M", "--strategy", "single", "--world-sizes", "1", "--collectives", "none",
                "--batch", "1", "--seq-len", "8"),
     ),
@@ -311,6 +313,8 @@ def test_model_options(argv):
 @PROPERTY_SETTINGS
 @given(command_line("parallel"))
 @example(["parallel", *SPECS["parallel"].cheap, "--presets", ""])  # was the default (1M): a whole sweep ran
+@example(["parallel", "--print-launch", "--mem-limit", "abc"])  # was exit 0: only 3 options were checked
+@example(["parallel", "--print-launch", "--presets", "nope", "--peak-tflops", "nan"])
 def test_parallel_options(argv):
     _check(argv, "parallel")
 
