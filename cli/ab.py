@@ -64,6 +64,10 @@ def ab(
     for d in dirs.values():
         if (d / "results.jsonl").exists():
             raise BadInput(f"{d} already holds results; give a new --out for this A/B")
+    from ..reports.writer import refuse_existing
+
+    # before the first round, not after the last: an existing --json is refused before anything runs
+    refuse_existing([("--json", json_out), ("--github-benchmark", github_benchmark)], force=False)
     console = make_console()
     console.print(f"xfbench ab {spec.name}: {rounds} rounds of A ({a}) then B ({b}) -> {folder}", markup=False)
     source = spec.source.removeprefix("builtin:") if spec.source.startswith("builtin:") else str(Path(suite).resolve())

@@ -94,3 +94,14 @@ def test_compare_and_history_outputs_that_exist_need_force(tmp_path):
     page.write_text("x")
     out = run_cli("history", "--html", str(page), "--db", str(tmp_path / "none.sqlite"))
     assert out.returncode == 2 and "--html:" in out.stderr and page.read_text() == "x"
+
+
+def test_ab_refuses_an_existing_json_before_its_first_round(tmp_path):
+    import sys
+
+    js = tmp_path / "ab.json"
+    js.write_text("{}")
+    out = run_cli("ab", "--a", sys.executable, "--b", sys.executable, "quick", "--out", str(tmp_path / "ab"),
+                  "--json", str(js))
+    assert out.returncode == 2 and out.stderr.startswith(f"xfbench: error: --json: {js} exists")
+    assert js.read_text() == "{}" and not (tmp_path / "ab").exists()  # no round ran
