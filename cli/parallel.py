@@ -86,6 +86,7 @@ def parallel(
         plan_inputs(presets=presets, strategy=strategy, world_sizes=world_sizes, scaling=scaling, layers=layers,
                     d_model=d_model, heads=heads, vocab=vocab, collectives=collectives, message_sizes=message_sizes,
                     dtype=dtype)
+        _check_device_name(shared.device)
         shared.run_options()
         _fault(fault)
         from ..workloads.launch_lines import launch_lines
@@ -284,6 +285,24 @@ def strip_launch_options(argv: list[str]) -> list[str]:
             continue
         out.append(a)
     return out
+
+
+def _check_device_name(name: str) -> None:
+    """BadInput for a --device no node can have (cpu, cuda, cuda:N or auto are the spellings); whether
+    this machine has it is not asked: with --print-launch it names the nodes' devices."""
+    import torch
+
+    from ..reports.errors import BadInput
+
+    text = name.strip().lower()
+    if text == "auto":
+        return
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise BadInput(f"--device: unknown device '{name}' (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index is not None):
+        raise BadInput(f"--device {name}: use cpu, cuda, cuda:N or auto")
 
 
 def _fault(text: str | None):

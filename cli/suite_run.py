@@ -47,7 +47,7 @@ def shared_options(suite: Suite, index: int, out: Path, over: SuiteOverrides, re
     r, case = suite.run, suite.cases[index]
     pick = lambda own, default: default if own is None else own  # noqa: E731
     return SharedOptions(
-        device=over.device or r.device, out=out, resume=resume,
+        device=r.device if over.device is None else over.device, out=out, resume=resume,
         target_ci=pick(case.target_ci, r.target_ci),
         max_time=over.max_time if over.max_time is not None else pick(case.max_time, r.max_time),
         threads=over.threads if over.threads is not None else r.threads,
@@ -67,7 +67,7 @@ def suite_plans(suite: Suite, over: SuiteOverrides) -> list[list]:
     from ..profilers.device import resolve_device
     from ..workloads.launch import outside_job
 
-    device = over.device or suite.run.device
+    device = suite.run.device if over.device is None else over.device  # --device "" is refused, not the suite's
     resolve_device(device)  # one clear line for a device this machine lacks
     plans = [case_plan(suite, i, device) for i in range(len(suite.cases))]
     if outside_job() is not None and any(c.workload == "parallel" for c in suite.cases):

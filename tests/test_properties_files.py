@@ -343,7 +343,8 @@ def mutated_results(draw) -> bytes:
             text = _dump(obj)
             raw_lines[i] = text[: draw(st.integers(0, max(0, len(text) - 1)))]
         elif kind == "extra":
-            objs.insert(draw(st.integers(0, len(objs))), draw(st.one_of(HOSTILE_JSON, st.just(dict(objs[0])),
+            first = dict(objs[0]) if isinstance(objs[0], dict) else {"kind": "header"}  # a second header
+            objs.insert(draw(st.integers(0, len(objs))), draw(st.one_of(HOSTILE_JSON, st.just(first),
                                                                         st.just({"kind": "record"}))))
             raw_lines = {}
         elif kind == "bytes":

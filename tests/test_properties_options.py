@@ -143,6 +143,7 @@ class Spec:
     # Given first on every line (a later value of the same option wins): should a line the strategy
     # meant to be refused be taken, the sweep it starts is one tiny case, not the defaults' minutes.
     cheap: tuple[str, ...] = ()
+    quiet: tuple[str, ...] = ()  # options never drawn as noise (--force: it makes an existing output valid)
 
 
 SPECS: dict[str, Spec] = {
@@ -206,6 +207,7 @@ SPECS: dict[str, Spec] = {
         valid={"--metric": ["time"], "--threshold": ["5%", "2ms"], "--alpha": ["0.01"],
                "--allow-different-env": [None]},
         bad={"--threshold": ["abc", "-5%", "nan%", "", "inf", "5%%", "\x1b[2J"], "--metric": ["bogus", ""]},
+        quiet=("--force",),
         positional=st.sampled_from([["base", "cur"], ["base", "nowhere"], ["nowhere", "cur"], ["afile", "cur"],
                                     ["base", "x" * 300], ["base", "a/" * 2100], ["base"], []]),
     ),
@@ -213,6 +215,7 @@ SPECS: dict[str, Spec] = {
         valid={"--last": ["5"], "--metric": ["time"], "--case": ["naive"]},
         bad={"--metric": ["bogus", "", "time\x1b"], "--db": ["afile", "nowhere.sqlite", "x" * 300],
              "--html": ["afile", "x" * 300]},
+        quiet=("--force",),
     ),
     "run": Spec(
         valid={"--out": ["fresh-run"], "--device": ["cpu"], "--max-time": ["0.05"], "--no-history": [None],
@@ -233,6 +236,7 @@ SPECS: dict[str, Spec] = {
         bad={"--format": ["bmp", "", "svg;png"], "--raw-data": ["bogus", ""], "--markdown": ["afile", "x" * 300],
              "--csv": ["afile"], "--html": ["afile"]},
         cheap=("--raw-data", "none"),
+        quiet=("--force",),
         positional=st.sampled_from([["base"], ["nowhere"], ["afile"], ["x" * 300], ["a/" * 2100], [""]]),
     ),
 }
@@ -250,7 +254,7 @@ def _valid_pairs(spec: Spec, skip: set[str]) -> st.SearchStrategy[list[list[str]
 
 def _hostile_pairs(command: str, skip: set[str]) -> st.SearchStrategy[list[list[str]]]:
     """Other options with hostile values (valid or not: the certainly refused tokens decide)."""
-    opts = [o for o in options(command).values() if not skip & set(o.names)]
+    opts = [o for o in options(command).values() if not (skip | set(SPECS[command].quiet)) & set(o.names)]
     if not opts:
         return st.just([])
 
@@ -314,6 +318,7 @@ def test_model_options(argv):
 @given(command_line("parallel"))
 @example(["parallel", *SPECS["parallel"].cheap, "--presets", ""])  # was the default (1M): a whole sweep ran
 @example(["parallel", "--print-launch", "--mem-limit", "abc"])  # was exit 0: only 3 options were checked
+@example(["parallel", "--print-launch", "--device", "tpu"])
 @example(["parallel", "--print-launch", "--presets", "nope", "--peak-tflops", "nan"])
 def test_parallel_options(argv):
     _check(argv, "parallel")
@@ -358,6 +363,7 @@ def test_history_options(argv):
 
 @PROPERTY_SETTINGS
 @given(command_line("run"))
+@example(["run", "quick", *SPECS["run"].cheap, "--device", ""])  # was the suite's device: the suite ran
 def test_run_options(argv):
     _check(argv, "run")
 
