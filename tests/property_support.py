@@ -37,8 +37,11 @@ EXAMPLES = int(os.environ.get("XFBENCH_PROPERTY_EXAMPLES", "80"))
 # deadline made for pure functions; data_too_large: whole files are drawn on purpose.
 # Nothing else is suppressed. database=None: the tree is shared, and a saved example replayed through a
 # changed strategy means another input; a failure prints its @reproduce_failure blob and seed instead.
+# derandomize: the normal suite draws the same examples every run (CI stays reproducible; a bug a
+# random draw finds is filed, not a flaky red); XFBENCH_PROPERTY_RANDOM=1 draws fresh ones to explore.
+RANDOM = os.environ.get("XFBENCH_PROPERTY_RANDOM", "") not in ("", "0")
 PROPERTY_SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=False, print_blob=True, database=None,
+    max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, print_blob=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
