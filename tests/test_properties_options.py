@@ -227,8 +227,9 @@ SPECS: dict[str, Spec] = {
                                     ["\x1b]0;x\x07"], ["x" * 300 + ".toml"]]),
     ),
     "suites": Spec(
-        positional=st.sampled_from([[], ["quick"], ["model-scaling"], ["nosuch"], [""], ["\x1b]0;x\x07"],
-                                    ["x" * 5000], ["quick", "extra"]]),
+        positional=st.one_of(st.sampled_from([[], ["quick"], ["model-scaling"], ["nosuch"], [""], ["\x1b]0;x\x07"],
+                                              ["x" * 5000], ["quick", "extra"]]),
+                             st.lists(hostile_text(), min_size=1, max_size=2)),
         allowed=(0, 2), needs_bad=False,
     ),
     "report": Spec(
