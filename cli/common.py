@@ -133,6 +133,15 @@ CaseTimeout = Annotated[
 FakeClock = Annotated[bool, typer.Option("--fake-clock", hidden=True)]
 
 
+def check_force_resume(force: bool, resume: bool) -> None:
+    """BadInput for --force with --resume (a sweep's and `xfbench run`'s: one rule, one message)."""
+    if force and resume:
+        from ..reports.errors import BadInput
+
+        raise BadInput("--force contradicts --resume: give one (--resume adds to the run in --out, --force "
+                       "starts a new one there)")
+
+
 @dataclass(frozen=True)
 class SharedOptions:
     """The options every sweep command shares, defined here once: each field's annotation
@@ -201,9 +210,7 @@ class SharedOptions:
                 "--recalibrate contradicts --no-calibrate: give one (--recalibrate measures the peaks again, "
                 "--no-calibrate measures against none)"
             )
-        if self.force and self.resume:
-            raise BadInput("--force contradicts --resume: give one (--resume adds to the run in --out, --force "
-                           "starts a new one there)")
+        check_force_resume(self.force, self.resume)
         if given_empty(sys.argv[1:] if argv is None else argv, "--out"):
             raise BadInput("--out: give a folder")
         check_out(self.out, "--out")

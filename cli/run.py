@@ -55,6 +55,7 @@ def run(
 ) -> ExitStatus:
     """Run a suite (built-in or a TOML file) into one run folder, with one report."""
     from ..reports.errors import BadInput
+    from .common import check_force_resume
     from .console import make_console
     from .suite_file import load_suite
     from .suite_run import SuiteOverrides, suite_plans
@@ -66,9 +67,7 @@ def run(
     plans = suite_plans(spec, over)  # every case checked before anything runs
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
-    if resume and force:
-        raise BadInput("--force contradicts --resume: give one (--resume adds to the run in --out, --force "
-                       "starts a new one there)")
+    check_force_resume(force, resume)
     if resume and repeat > 1:
         raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
     run_dir = out or default_run_dir(f"run-{spec.name}")
