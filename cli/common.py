@@ -16,12 +16,15 @@ from typing import Annotated
 
 import typer
 
+from .parse import folder_path
+
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 Dtype = Annotated[
     str, typer.Option("--dtype", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16.")
 ]
 Out = Annotated[
-    Path | None, typer.Option("--out", help="Run folder for results.jsonl [default: runs/<UTC time>-<command>].")
+    Path | None,
+    typer.Option("--out", parser=folder_path, help="Run folder for results.jsonl [default: runs/<UTC time>-<command>]."),
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Skip cases already finished in --out's results file.")]
 Force = Annotated[
@@ -194,16 +197,14 @@ class SharedOptions:
             profile=self.profile_options(), isolate=self.isolate, case_timeout_s=self.case_timeout,
         )
 
-    def check_shared(self, argv: list[str] | None = None) -> None:
+    def check_shared(self) -> None:
         """BadInput (one line, exit 2) for shared options that contradict each other or cannot work:
         --no-calibrate with --recalibrate, an empty or unusable --out (parse.check_out: a file, a
         results.jsonl that is a folder, a name too long, a parent that is a file), an empty or
-        bad --mem-limit. Reads nothing but the file system; `argv` (default sys.argv[1:]) is where
-        an empty --out shows (Typer turns '' into '.')."""
-        import sys
-
+        bad --mem-limit (an empty --out never gets here: parse.folder_path refuses it). Reads
+        nothing but the file system."""
         from ..reports.errors import BadInput
-        from .parse import check_out, given_empty, parse_bytes
+        from .parse import check_out, parse_bytes
 
         if self.recalibrate and not self.calibrate:
             raise BadInput(
@@ -211,8 +212,6 @@ class SharedOptions:
                 "--no-calibrate measures against none)"
             )
         check_force_resume(self.force, self.resume)
-        if given_empty(sys.argv[1:] if argv is None else argv, "--out"):
-            raise BadInput("--out: give a folder")
         check_out(self.out, "--out")
         if self.mem_limit is not None:  # '' is not "no limit": it is a mistake
             parse_bytes(self.mem_limit, "--mem-limit")

@@ -159,6 +159,16 @@ def check_elements(shape: Sequence[int], what: str, case: str) -> None:
         )
 
 
+def folder_path(text: str) -> Path:
+    """Typer's parser of a folder option (--out): an empty value is refused where it is typed.
+    Without it Typer turns '' into Path('.'), and a run would write into the working directory."""
+    import typer
+
+    if text == "":
+        raise typer.BadParameter("give a folder ('' would be the working directory)")
+    return Path(text)
+
+
 def check_out(path: Path | None, option: str = "--out") -> None:
     """BadInput unless `path` can be a run folder, checked before anything is measured: not a file,
     its results.jsonl (if there) a file, every name within the system's limits, and the nearest
@@ -204,16 +214,6 @@ def _limit(name: str, default: int) -> int:
     except (OSError, ValueError, AttributeError):
         return default
 
-
-def given_empty(argv: Sequence[str], option: str) -> bool:
-    """True if `argv` gives `option` an empty value (`--out ""` or `--out=`). Typer turns '' into
-    Path('.'), the working directory, so an empty path is only visible on the command line."""
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg == f"{option}=" or (arg == option and i + 1 < len(argv) and argv[i + 1] == ""):
-            return True
-    return False
 
 
 @contextlib.contextmanager

@@ -90,8 +90,8 @@ def workdir(tmp_path, monkeypatch):
 
 SHARED_REFUSALS = [
     (["--mem-limit", ""], "--mem-limit: '' is not a size"),
-    (["--out", ""], "--out: give a folder"),
-    (["--out="], "--out: give a folder"),
+    (["--out", ""], "'--out': give a folder"),
+    (["--out="], "'--out': give a folder"),
     (["--no-calibrate", "--recalibrate"], "--recalibrate contradicts --no-calibrate"),
     (["--device", "cpu:1"], "--device cpu:1: the CPU has no index"),
     (["--out", "afile"], "--out afile: is a file; give a folder"),
@@ -197,11 +197,19 @@ def test_check_out_accepts_what_can_be_a_run_folder(tmp_path):
     parse.check_out(tmp_path / "run")  # a results file: --resume's business, and --force's, not check_out's
 
 
-def test_an_empty_value_shows_only_on_the_command_line():
-    assert parse.given_empty(["attention", "--out", ""], "--out") and parse.given_empty(["--out="], "--out")
-    assert not parse.given_empty(["--out", "."], "--out")
-    assert not parse.given_empty(["--impl", "", "--out", "x"], "--out")
-    assert not parse.given_empty(["--out"], "--out") and not parse.given_empty(["--", "--out", ""], "--out")
+@pytest.mark.parametrize("argv", [["run", "quick", "--out", ""], ["ab", "quick", "--a", "python", "--b", "python", "--out="],
+                                  ["attention", "--out", ""]])
+def test_an_empty_out_is_refused_in_process_too(workdir, argv):
+    """The parser refuses '' where it is typed, not a look at sys.argv: an in-process caller (the
+    property suites, a notebook) is refused like the command line, and nothing is written."""
+    from typer.testing import CliRunner
+
+    from xfbench.cli.main import app
+
+    before = {p.name for p in workdir.iterdir()}
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2 and "'--out': give a folder" in res.output, res.output
+    assert {p.name for p in workdir.iterdir()} == before
 
 
 def test_shape_bounds_are_the_suite_files_and_the_peak_bound_the_calibrations():
