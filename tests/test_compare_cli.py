@@ -44,18 +44,45 @@ def _suite(tmp_path: Path) -> str:
     return str(path)
 
 
-def _run(tmp_path: Path, name: str, *extra: str, env: dict | None = None) -> Path:
-    out = tmp_path / name
-    res = run_cli("run", _suite(tmp_path), "--out", str(out), "--no-html", *extra, env=env)
+# The order of the A/A test's six repeats: each side's three spread over the whole job. Run as two
+# blocks (AAABBB, two `run --repeat 3`), a machine whose speed drifts (a neighbour's load starting,
+# the CPU warming) puts the whole drift between the sides and little within each, and the t-test
+# calls it a change: CI saw +12.8% "slower" so. Here a linear drift shifts the sides' mean slots by
+# 1/3 of a run (2.33 vs 2.67; AAABBB: 3 runs), and a step at any point between runs falls on both
+# sides (at most 1 of 3 runs apart); what is left of the drift lands inside each side, where it
+# widens the between-run CI instead of moving the estimate.
+AA_ORDER = "ABBAAB"
+
+
+def _repeat_child(suite: str, out: Path, index: tuple[int, int]) -> None:
+    """One repeat of `xfbench run SUITE --repeat K`: the very child process that command starts
+    (cli.suite_options.child_argv: `python -m xfbench run SUITE --out OUT --repeat-index I/K`), appending
+    to OUT, so the two sides' repeats can take turns."""
+    import subprocess
+
+    from xfbench.cli.suite_options import child_argv
+    from xfbench.cli.suite_run import SuiteOverrides
+
+    argv = child_argv(sys.executable, suite, out, index, SuiteOverrides())
+    res = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+                         timeout=300)
     assert res.returncode == 0, res.stderr + res.stdout
-    return out
 
 
 def test_aa_real_runs_with_repeats_is_no_regression(tmp_path):
     """The same code run twice, three fresh processes each: no regression at the default gate, and the
-    comparison says its noise came from the runs."""
-    base = _run(tmp_path, "base", "--repeat", "3")
-    same = _run(tmp_path, "same", "--repeat", "3")
+    comparison says its noise came from the runs. The repeats of the two sides take turns (AA_ORDER),
+    so a machine that drifts during the test moves both sides alike."""
+    suite = _suite(tmp_path)
+    base, same = tmp_path / "base", tmp_path / "same"
+    done = {"A": 0, "B": 0}
+    for side in AA_ORDER:
+        done[side] += 1
+        _repeat_child(suite, base if side == "A" else same, (done[side], 3))
+    for out in (base, same):  # each side: three repeats of one suite run, as `run --repeat 3` leaves them
+        headers = load_results(out).headers
+        assert sorted((h.suite["repeat"], h.suite["repeats"], h.suite["interleaved"]) for h in headers) == [
+            (1, 3, False), (2, 3, False), (3, 3, False)]
     aa = run_cli("compare", str(base), str(same))
     assert aa.returncode == 0, aa.stdout + aa.stderr
     assert "regression:" not in aa.stdout and "between-run t-test of 3+3 runs" in aa.stdout
