@@ -57,9 +57,14 @@ def wait_gone(tag: str, within_s: float = 10.0) -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("parallel") / "run"
+    # A module fixture is set up before conftest's per-test _isolated_cache: without these the sweep
+    # recorded its results into the user's own history database.
+    root = tmp_path_factory.mktemp("parallel")
+    out = root / "run"
+    env = {"XFBENCH_CACHE_DIR": str(root / "xfbench-cache"), "XFBENCH_HISTORY_DB": str(root / "history.sqlite")}
     res = run_cli("parallel", "--world-sizes", "1,2", "--strategy", "single,ddp,fsdp", "--presets", "1M",
-                  "--message-sizes", "1KiB,64KiB", "--out", str(out), *FAST, timeout=600)
+                  "--message-sizes", "1KiB,64KiB", "--out", str(out), *FAST, env=env, timeout=600)
+    assert (root / "history.sqlite").is_file(), res.stdout + res.stderr  # recorded here, not in the user's
     return res, out
 
 
