@@ -1,6 +1,5 @@
 """`xfbench report`: render a results file again, as any of the reports, from the file alone."""
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -25,23 +24,6 @@ def files_base(run_dir: Path, dest: Path) -> str | None:
     except ValueError:  # another drive (Windows): no relative path
         return None
     return "" if rel == "." else Path(rel).as_posix()
-
-
-@contextmanager
-def rendering(source: Path):
-    """A results file the loader accepted (each field's type checked) can still hold records a
-    renderer cannot take (a hand-edited file: an ok record without its time, a model record
-    without its seq_len). That is bad input, not a crash: one line naming the file and the
-    error, exit 2; outputs written before it stay whole (each is renamed into place)."""
-    from ..reports.errors import BadInput
-
-    try:
-        yield
-    except (TypeError, AttributeError, KeyError, ValueError, IndexError, ZeroDivisionError) as e:
-        raise BadInput(
-            f"{source}: cannot render its records ({type(e).__name__}: {e}): a field a report needs is missing or "
-            "has the wrong kind of value (a hand-edited file?)"
-        ) from None
 
 
 def report(
@@ -91,34 +73,33 @@ def report(
     run = load_results(source)  # BadInput: one line, exit 2
     # Lines about what was written go to stderr when a report itself goes to stdout.
     console = make_console(stderr=bool(to_stdout))
-    with rendering(source):  # records the loader took but a renderer cannot: one line, exit 2
-        stamp = generated_utc()
-        built: dict[str, str] = {}
-        if all(dest is None for dest in outputs.values()) and figures is None:
-            from ..reports.document import build_document
-            from ..reports.html import render_document
-            from ..reports.terminal import print_document
+    stamp = generated_utc()
+    built: dict[str, str] = {}
+    if all(dest is None for dest in outputs.values()) and figures is None:
+        from ..reports.document import build_document
+        from ..reports.html import render_document
+        from ..reports.terminal import print_document
 
-            doc = build_document(run, stamp)  # once, for the terminal and the HTML
-            print_document(doc, console)
-            outputs["html"], built["html"] = run_dir / REPORT_NAME, render_document(doc, raw_data=raw_data)
-        for name, dest in outputs.items():
-            if dest is None:
-                continue
-            opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
-            if name == "html":
-                opts["raw_data"] = raw_data
-                opts["files_base"] = files_base(run_dir, dest)
-            written = write_output(built[name] if name in built else render(name, run, **opts), dest)
-            if written is not None:
-                console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)
-        if figures is not None:
-            from ..reports.figures import render_figures
+        doc = build_document(run, stamp)  # once, for the terminal and the HTML
+        print_document(doc, console)
+        outputs["html"], built["html"] = run_dir / REPORT_NAME, render_document(doc, raw_data=raw_data)
+    for name, dest in outputs.items():
+        if dest is None:
+            continue
+        opts = {"generated_utc": stamp} if name in ("html", "latex", "markdown") else {}
+        if name == "html":
+            opts["raw_data"] = raw_data
+            opts["files_base"] = files_base(run_dir, dest)
+        written = write_output(built[name] if name in built else render(name, run, **opts), dest)
+        if written is not None:
+            console.print(f"{name}: {written} ({written.stat().st_size:,} bytes)", markup=False)
+    if figures is not None:
+        from ..reports.figures import render_figures
 
-            paths = write_files(render_figures(run, picked, dpi), figures)
-            if not paths:
-                console.print(f"figures: none (no figure applies to the records in {run_dir / RESULTS_NAME})",
-                              markup=False)
-            else:
-                console.print(f"figures: {len(paths)} files in {figures} ({', '.join(picked)})", markup=False)
+        paths = write_files(render_figures(run, picked, dpi), figures)
+        if not paths:
+            console.print(f"figures: none (no figure applies to the records in {run_dir / RESULTS_NAME})",
+                          markup=False)
+        else:
+            console.print(f"figures: {len(paths)} files in {figures} ({', '.join(picked)})", markup=False)
     return ExitStatus.OK

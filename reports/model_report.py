@@ -235,8 +235,8 @@ def attention_share_table(records: list[Record]) -> Table | None:
     """Per model and T: the attention share of FLOPs, exact and as T/(6d)."""
     seen: dict[tuple, list[Record]] = {}
     for r in records:
-        if r.params.get("mode") == "decode" or "attention_share" not in r.info:
-            continue
+        if r.params.get("mode") == "decode" or "attention_share" not in r.info or r.params.get("seq_len") is None:
+            continue  # decode, or no T to place it at
         seen.setdefault((r.size, r.params.get("seq_len")), []).append(r)
     if not seen:
         return None

@@ -9,8 +9,9 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from . import contract
 from .errors import BadInput
 
 # NOTE: bump SCHEMA_VERSION for any change that is not purely additive, and add a
@@ -151,6 +152,23 @@ class Record(BaseModel):
     started_utc: str | None = None
     wall_s: float | None = Field(None, description="wall time spent on this case, all passes")
 
+    @field_validator("params")
+    @classmethod
+    def _params_contract(cls, params: dict[str, Any], info) -> dict[str, Any]:
+        """The keys its workload always writes and the reports read, of their JSON types (contract.PARAMS)."""
+        adapter = contract.PARAMS.get(info.data.get("workload"))
+        if adapter is not None:
+            contract.check(adapter, params)
+        return params
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_contract(cls, profile: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The containers the profile report walks, of their JSON types (contract.Profile)."""
+        if profile is not None:
+            contract.check(contract.PROFILE, profile)
+        return profile
+
 
 class Header(BaseModel):
     """First line of every results file."""
@@ -174,6 +192,13 @@ class Header(BaseModel):
     warning_hints: dict[str, str] = Field(
         default_factory=dict, description="warning code -> what to do, so reports need no lookup"
     )
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_contract(cls, env: dict[str, Any]) -> dict[str, Any]:
+        """The keys the reports read, of their JSON types (contract.Environment)."""
+        contract.check(contract.ENVIRONMENT, env)
+        return env
 
 
 class RunResult(BaseModel):
@@ -210,7 +235,9 @@ def new_run_id() -> str:
 
 # --- migrations -----------------------------------------------------------------------
 # MIGRATIONS[n] upgrades a raw line dict from version n-1 to version n. A loader walks the
-# chain from a segment's version up to SCHEMA_VERSION (store.load_results).
+# chain from a segment's version up to SCHEMA_VERSION (store.load_results). A line is any JSON
+# object (parse_line): a migration checks the type of what it reads and leaves a value of the
+# wrong type as it is, for the model's validation to name.
 
 
 def migrate_to_2(line: dict[str, Any]) -> dict[str, Any]:
@@ -221,14 +248,16 @@ def migrate_to_2(line: dict[str, Any]) -> dict[str, Any]:
     honest name."""
     line = dict(line)
     if line.get("kind") == "header":
-        git = line.pop("git", None) or {}
+        git = line.pop("git", None)
+        git = git if isinstance(git, dict) else {}  # a damaged one: the header's own check names what else is wrong
         blob = json.dumps([line.get("created_utc"), line.get("command"), line.get("argv")], default=str)
         line.setdefault("run_id", "v1-" + hashlib.sha1(blob.encode()).hexdigest()[:12])
         line.setdefault("xfbench", {"version": line.get("tool_version"), "commit": None, "dirty": None})
         line.setdefault("workdir", {"path": None, "commit": git.get("commit"), "dirty": git.get("dirty")})
         return line
-    metrics = dict(line.get("metrics") or {})
-    if "flops_counted_over_analytic" in metrics:
+    metrics = line.get("metrics")
+    if isinstance(metrics, dict) and "flops_counted_over_analytic" in metrics:  # not a dict: Record's check says so
+        metrics = dict(metrics)
         metrics["flops_counted_over_convention"] = metrics.pop("flops_counted_over_analytic")
         line["metrics"] = metrics
     return line

@@ -21,6 +21,7 @@ from typing import IO, Any, Literal
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import contract
 from .errors import BadInput
 from .schema import SCHEMA_VERSION, Header, Record, RunResult, Status, migrate
 
@@ -184,9 +185,12 @@ def _scan(path: Path, keep: str) -> _Scan:
                     continue
                 rec = model.model_validate(migrate(obj, version))
             except ValidationError as e:
-                err = e.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                raise BadInput(f"{path}:{line_no}: invalid record field '{where}': {err['msg']}") from None
+                raise BadInput(f"{path}:{line_no}: {_invalid(e)}") from None
+            if keep != "index":
+                try:
+                    contract.check_loaded(rec)
+                except ValueError as e:
+                    raise BadInput(f"{path}:{line_no}: invalid record: {e}") from None
             if rec.run_id is None:  # written before records named their run (schema v1)
                 rec.run_id = headers[-1].run_id
             elif rec.run_id not in run_ids:
@@ -197,6 +201,15 @@ def _scan(path: Path, keep: str) -> _Scan:
     if bad is not None:
         notes.append(f"{path}:{bad.line_no}: dropped a damaged last line ({bad.reason})")
     return _Scan(headers, items, notes, bad, offset, last.endswith(b"\n") or offset == 0)
+
+
+def _invalid(e: ValidationError) -> str:
+    """The first error of a line's validation, as 'invalid record field 'params': seq_len: Field
+    required' (a contract check's own text without pydantic's 'Value error, ')."""
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"invalid record field '{where}': {msg}" if where else f"invalid record: {msg}"
 
 
 def _lines(fh: IO[bytes], path: Path):

@@ -3,7 +3,7 @@
 Every helper rounds to the shown significant digits *before* it picks the unit, so 0.9996 s
 reads "1 s" (not "1e+03 ms") and 1023.9 KiB reads "1 MiB"; a value with a unit is never in
 scientific notation (above the largest unit it gets digit groups, below the smallest, zeros).
-None, NaN and infinity print as "-".
+None, NaN, infinity and anything not a number print as "-".
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import math
 DIGITS = 3  # significant digits shown with a unit
 
 
-def _finite(x: float | None) -> bool:
-    return x is not None and not isinstance(x, bool) and math.isfinite(x)
+def _finite(x: object) -> bool:
+    """A number to show: not None, not a bool, not a string or anything else a hand-edited
+    results file may hold where a number belongs, and finite."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _round(x: float, digits: int) -> float:
@@ -24,7 +26,10 @@ def _round(x: float, digits: int) -> float:
 
 def plain(x: float, digits: int = DIGITS) -> str:
     """x at `digits` significant digits in positional notation, trailing zeros dropped and digit
-    groups from 10,000 on: 0.000123, 1.5, 999, 12,300."""
+    groups from 10,000 on: 0.000123, 1.5, 999, 12,300. Not finite (a figure derived from a
+    number near the float limit, e.g. 1e308 FLOP/s times a time): '-', like every helper here."""
+    if not _finite(x):
+        return "-"
     r = _round(x, digits)
     if r == 0:
         return "0"

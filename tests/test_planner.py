@@ -15,6 +15,7 @@ from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
 
 from .conftest import assert_no_torch
+from .records import time_stats
 
 runner = CliRunner()
 
@@ -73,7 +74,7 @@ GPT2_RECORD = Record(
             "block_size": 1024, "batch": 16, "seq_len": 1024},
     metrics={"tokens_per_s": GPT2_TPS, "flop_per_s": GPT2_FLOP_PER_S, "peak_measured_flop_per_s": GPT2_PEAK,
              "mfu_measured": GPT2_FLOP_PER_S / GPT2_PEAK},
-    info={"n_flop_params": 123_689_472, "flop_convention_name": "full"},
+    info={"n_flop_params": 123_689_472, "flop_convention_name": "full"}, time=time_stats(),
 )
 
 
@@ -137,7 +138,7 @@ def _rec(preset, n, n_layer, d_model, tps, mode="train", status="ok", jpt=None, 
         case_id=f"{preset}-{mode}-{variant}", workload="model", label=f"model {mode}", variant=variant,
         size=n + seq_len * d_model, size_name="params", device="cpu", status=status, metrics=metrics,
         params={"preset": preset, "mode": mode, "n_layer": n_layer, "n_embd": d_model, "seq_len": seq_len},
-        info={"n_flop_params": n, "flop_convention_name": conv},
+        info={"n_flop_params": n, "flop_convention_name": conv}, time=time_stats() if status == "ok" else None,
     )
 
 

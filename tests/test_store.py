@@ -16,6 +16,8 @@ from xfbench.reports.schema import SCHEMA_VERSION, Header, Record, case_id, migr
 from xfbench.reports.store import ResultsWriter, load_results
 from xfbench.reports.terminal import render
 
+from .records import time_stats
+
 FIXTURES = Path(__file__).parent / "fixtures"
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -29,7 +31,7 @@ def record(size: int, status: str = "ok") -> Record:
     return Record(
         case_id=case_id("attention", params, "cpu"), workload="attention", label="attention fwd",
         variant="naive", size=size, size_name="N", params=params, device="cpu", status=status,
-        reason=None if status == "ok" else "why",
+        reason=None if status == "ok" else "why", time=time_stats() if status == "ok" else None,
     )
 
 
@@ -57,7 +59,7 @@ from xfbench.reports.schema import Header, Record
 from xfbench.reports.store import ResultsWriter
 w = ResultsWriter(sys.argv[1], Header(run_id="crash", tool_version="t", created_utc="t", command="c"))
 w.append(Record(case_id="c1", workload="w", label="l", variant="v", size=1, size_name="N", params={},
-                device="cpu", status="ok"))
+                device="cpu", status="skipped", reason="a record is all this test needs"))
 print("APPENDED", flush=True)
 sys.stdin.read()
 """

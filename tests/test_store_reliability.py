@@ -26,6 +26,8 @@ from xfbench.reports.store import (
     parse_line,
 )
 
+from .records import time_stats
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
@@ -39,7 +41,7 @@ def record(size: int, status: str = "ok", run_id: str = "run-a") -> Record:
     return Record(
         case_id=case_id("attention", params, "cpu"), run_id=run_id, workload="attention", label="attention fwd",
         variant="naive", size=size, size_name="N", params=params, device="cpu", status=status,
-        reason=None if status == "ok" else "why",
+        reason=None if status == "ok" else "why", time=time_stats() if status == "ok" else None,
     )
 
 
@@ -358,6 +360,92 @@ def test_a_wrong_type_is_still_bad_input_naming_file_line_and_field(tmp_path, fi
             else:
                 {"load_results": load_results, "load_index": load_index}[name](path)
         assert str(e.value).startswith(f"{path}:2: invalid record field '{field}"), (name, e.value)
+
+
+# --- the contract of the open dicts (reports/contract.py) -------------------------------------
+# Each damage below passed the loader before the contract and crashed a renderer (found by the
+# results-file properties); now the loader names file:line and the field, and no report starts.
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _damage(line: dict, where: str, value):
+    *path, last = where.split(".")
+    obj = line
+    for key in path:
+        obj = obj[int(key)] if isinstance(obj, list) else obj[key]
+    if value is KeyError:
+        del obj[last]
+    else:
+        obj[last] = value
+
+
+ATT, MODEL, PAR, PROF = "report_attention.jsonl", "report_model.jsonl", "report_parallel.jsonl", "report_profile.jsonl"
+NOT_INT = "Input should be a valid integer"
+CONTRACT_BREAKS = [
+    # (fixture, line (0: header), field, value, what the one line says)
+    (ATT, 1, "time", None, "invalid record: status 'ok' but no 'time'"),
+    (MODEL, 1, "params.seq_len", "1024", f"invalid record field 'params': seq_len: {NOT_INT}"),
+    (MODEL, 1, "params.n_embd", True, f"invalid record field 'params': n_embd: {NOT_INT}"),
+    (ATT, 1, "params.causal", "no", "invalid record field 'params': causal: Input should be a valid boolean"),
+    (PAR, 1, "params.world_size", [2], "invalid record field 'params': world_size"),
+    (ATT, 0, "environment.load_avg", ["high", 1, 2], "invalid record field 'environment': load_avg.0"),
+    (ATT, 0, "environment.cuda_devices", [{"index": 0}], "environment': cuda_devices.0.name"),
+    (ATT, 0, "environment.calibration", {"measured_flop_per_s": 5}, "calibration.measured_flop_per_s"),
+    (PROF, 1, "profile.ops", [True], "invalid record field 'profile': ops.0"),
+    (PROF, 1, "profile.breakdown", "all compute", "invalid record field 'profile': breakdown"),
+]
+
+
+@pytest.mark.parametrize("fixture, line_no, where, value, says", CONTRACT_BREAKS,
+                         ids=[f"{w}={v!r}"[:40] for _, _, w, v, _ in CONTRACT_BREAKS])
+def test_a_record_that_breaks_the_contract_is_one_line_at_load_not_a_renderers_traceback(
+        tmp_path, fixture, line_no, where, value, says):
+    lines = [json.loads(x) for x in (FIXTURES / fixture).read_text().splitlines()]
+    if where.startswith("profile."):
+        line_no = next(i for i, x in enumerate(lines) if x.get("profile"))
+    _damage(lines[line_no], where, value)
+    path = tmp_path / "run" / "results.jsonl"
+    path.parent.mkdir()
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with pytest.raises(BadInput) as e:
+        load_results(path)
+    assert str(e.value).startswith(f"{path}:{line_no + 1}: ") and says in str(e.value), str(e.value)
+    res = run_cli("report", str(path.parent))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == [f"xfbench: error: {e.value}"]
+    assert not (path.parent / "report.html").exists()
+
+
+def test_the_writers_records_keep_the_contract_and_a_key_it_does_not_declare_passes(tmp_path):
+    """Every fixture (what the writer wrote, schema v1 to v4) loads; a key the contract does not
+    name, of any type, is kept as it is."""
+    for fixture in sorted(FIXTURES.glob("*.jsonl")):
+        assert load_results(fixture).records
+    lines = [json.loads(x) for x in (FIXTURES / "report_model.jsonl").read_text().splitlines()]
+    lines[1]["params"]["a_later_key"] = {"any": ["thing"]}
+    lines[0]["environment"]["gpu_clock_policy"] = [1, "x"]
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    run = load_results(path)
+    assert run.records[0].params["a_later_key"] == {"any": ["thing"]}
+    assert run.header.environment["gpu_clock_policy"] == [1, "x"]
+
+
+def test_a_v1_record_whose_metrics_are_not_an_object_is_named_not_a_migration_traceback(tmp_path):
+    lines = (FIXTURES / "results_v1.jsonl").read_text().splitlines()
+    obj = json.loads(lines[2])
+    obj["metrics"] = True
+    lines[2] = json.dumps(obj)
+    header = json.loads(lines[0])
+    header["git"] = [1, 2]  # v1's provenance, not an object
+    lines[0] = json.dumps(header)
+    path = tmp_path / "results.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadInput, match=r":3: invalid record field 'metrics'"):
+        load_results(path)
+    with pytest.raises(BadInput, match=r":3: invalid record field 'metrics'"):
+        with RunLock(path) as lock:  # what --resume checks before it measures
+            lock.check()
 
 
 # --- 6. atomic outputs ----------------------------------------------------------------------

@@ -145,11 +145,17 @@ def test_fmt_flop_count(flops, text):
 
 @pytest.mark.parametrize(
     "fmt", [fmt_time, fmt_bytes, fmt_flops, fmt_flop_count, fmt_energy, fmt_kwh, fmt_hours, fmt_size, fmt_pct,
-            fmt_exponent, sci, lambda x: fmt_rate(x, "tok")],
+            fmt_exponent, sci, plain, lambda x: fmt_rate(x, "tok")],
 )
-@pytest.mark.parametrize("value", [None, math.nan, math.inf, -math.inf])
-def test_missing_and_non_finite_values_print_a_dash(fmt, value):
+# A results file is JSON anyone can edit: where a number belongs it may hold a string, a bool, a list.
+@pytest.mark.parametrize("value", [None, math.nan, math.inf, -math.inf, "12", True, [1.0], {"a": 1}])
+def test_missing_non_finite_and_non_numbers_print_a_dash(fmt, value):
     assert fmt(value) == "-"
+
+
+def test_a_figure_derived_past_the_float_limit_prints_a_dash_not_an_overflow():
+    assert plain(1e308 * 10) == "-" and fmt_flops(1e308 * 1e3) == "-"  # was OverflowError (math.floor(inf))
+    assert fmt_flops(1e300).endswith(" EFLOP/s")  # finite: shown, in digit groups
 
 
 @pytest.mark.parametrize("exp", range(-15, 22))
