@@ -26,7 +26,9 @@ def ab(
         5, "--rounds", min=1, max=MAX_ROUNDS,
         help="Rounds: each runs A once, then B once (5: a 10% change shows on a noisy 2-core VM; see README).",
     ),
-    out: Path | None = typer.Option(None, "--out", parser=folder_path, help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."),
+    out: Path | None = typer.Option(
+        None, "--out", parser=folder_path, help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."
+    ),
     device: SuiteDevice = None,
     threads: SuiteThreads = None,
     max_time: SuiteMaxTime = None,

@@ -24,7 +24,9 @@ Dtype = Annotated[
 ]
 Out = Annotated[
     Path | None,
-    typer.Option("--out", parser=folder_path, help="Run folder for results.jsonl [default: runs/<UTC time>-<command>]."),
+    typer.Option(
+        "--out", parser=folder_path, help="Run folder for results.jsonl [default: runs/<UTC time>-<command>]."
+    ),
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Skip cases already finished in --out's results file.")]
 Force = Annotated[

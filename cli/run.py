@@ -26,7 +26,9 @@ MAX_REPEAT = 100
 
 def run(
     suite: str = typer.Argument(..., help="A built-in suite (see `xfbench suites`) or a suite file (.toml)."),
-    out: Path | None = typer.Option(None, "--out", parser=folder_path, help="Run folder [default: runs/<UTC time>-<suite>]."),
+    out: Path | None = typer.Option(
+        None, "--out", parser=folder_path, help="Run folder [default: runs/<UTC time>-<suite>]."
+    ),
     repeat: int = typer.Option(
         1, "--repeat", min=1, max=MAX_REPEAT,
         help="Run the suite K times, each in a fresh process, into the same folder: `compare` then sees the "
