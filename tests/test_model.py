@@ -36,6 +36,16 @@ def test_param_count_formula_and_meta_build_needs_no_memory():
     assert param_count(GPTConfig(**PRESETS["13B"])) > 12e9  # built on the meta device: no memory
 
 
+@pytest.mark.parametrize("name", ["1M", "124M", "1.5B"])
+def test_param_count_is_the_whole_models_count_on_the_meta_device(name):
+    """One layer plus (L - 1) Blocks: the same count as building all L layers, which a huge
+    --layers made cost minutes before it could be refused."""
+    from xfbench.workloads.gpt import build_meta
+
+    config = GPTConfig(**PRESETS[name])
+    assert param_count(config) == build_meta(config).num_params()
+
+
 def test_non_embedding_count_drops_only_the_position_table():
     model = GPT(TINY)
     assert model.num_params() - model.num_params(non_embedding=True) == TINY.block_size * TINY.n_embd
