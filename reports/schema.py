@@ -9,7 +9,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from . import contract
 from .errors import BadInput
@@ -31,23 +31,24 @@ class TimeStats(BaseModel):
     n: int = Field(description="number of timed windows (samples)")
     calls_per_sample: int = Field(description="calls inside one timed window (one sync per window)")
     warmup_calls: int = Field(description="calls run and discarded before timing")
-    median_s: float
-    mean_s: float
-    min_s: float
-    max_s: float
-    p10_s: float
-    p90_s: float
+    # Times are durations: > 0 (the reports take their logarithms and ratios).
+    median_s: PositiveFloat
+    mean_s: PositiveFloat
+    min_s: PositiveFloat
+    max_s: PositiveFloat
+    p10_s: PositiveFloat
+    p90_s: PositiveFloat
     iqr_s: float
     iqr_over_median: float
     ci_level: float = Field(0.95, description="coverage of the CI: 0.95, or less with fewer than 6 samples")
-    ci_low_s: float = Field(description="lower bound of the CI of the median (order statistics)")
-    ci_high_s: float
+    ci_low_s: PositiveFloat = Field(description="lower bound of the CI of the median (order statistics)")
+    ci_high_s: PositiveFloat
     ci_rel: float = Field(description="largest distance of a CI bound from the median, / median")
     target_ci_rel: float
     converged: bool = Field(description="ci_rel reached target_ci_rel before the time cap")
     total_s: float = Field(description="wall time spent in timed windows")
     clock: str = Field(description="perf_counter | cuda_event | fake")
-    samples_s: list[float] = Field(description="per-call time of each window, in order")
+    samples_s: list[PositiveFloat] = Field(description="per-call time of each window, in order")
     host_enqueue_median_s: float | None = Field(
         None,
         description="median per-call host time to enqueue a window's calls (start event to the last call "
@@ -121,7 +122,7 @@ class Record(BaseModel):
     workload: str
     label: str = Field(description="groups records into one table (e.g. workload + mode)")
     variant: str = Field(description="one series in the table (e.g. the implementation)")
-    size: int | float = Field(description="the swept value (e.g. seq_len)")
+    size: PositiveInt | PositiveFloat = Field(description="the swept value (e.g. seq_len); > 0, swept on log axes")
     size_name: str = Field(description="name of the swept value, e.g. 'N'")
     params: dict[str, Any]
     device: str

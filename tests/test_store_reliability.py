@@ -393,6 +393,8 @@ CONTRACT_BREAKS = [
     (ATT, 0, "environment.calibration", {"measured_flop_per_s": 5}, "calibration.measured_flop_per_s"),
     (PROF, 1, "profile.ops", [True], "invalid record field 'profile': ops.0"),
     (PROF, 1, "profile.breakdown", "all compute", "invalid record field 'profile': breakdown"),
+    (ATT, 1, "time.median_s", 0, "invalid record field 'time.median_s': Input should be greater than 0"),
+    (ATT, 1, "size", -64, "invalid record field 'size"),
 ]
 
 

@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import multiprocessing.spawn
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -262,6 +265,9 @@ def rank_main(job: Job) -> list[dict] | None:
 
 
 def _rank_main(job: Job) -> list[dict] | None:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN and os.environ.get("TORCHELASTIC_RUN_ID", "").startswith(
+            "xfbench-"):  # started by launch(): quiet on the SIGINT its agent forwards (torchrun's ranks keep theirs)
+        signal.signal(signal.SIGINT, _exit_on_sigint)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     torch.set_num_threads(job.threads or threads_per_rank(local_ranks))
@@ -377,6 +383,12 @@ def launch(job: Job, nproc: int, timeout_s: float | None = None) -> list[dict]:
         rdzv_timeout=RENDEZVOUS_TIMEOUT_S, max_restarts=0, monitor_interval=0.1, start_method="spawn",
         logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=Std.ALL), shutdown_timeout=SHUTDOWN_TIMEOUT_S,
     )
+    # Ranks start with SIGINT ignored (a Ctrl-C reaches the whole terminal group, and the agent
+    # forwards the signal it got): one still importing torch would print a KeyboardInterrupt
+    # traceback past the redirect of its output. Once running, _rank_main exits on it quietly;
+    # one that cannot is killed after SHUTDOWN_TIMEOUT_S.
+    spawn_python = multiprocessing.spawn.get_executable()  # str, or bytes (os.fsencode'd) as Python keeps it
+    multiprocessing.set_executable(_sigint_ignoring_python(logs, os.fsdecode(spawn_python)))
     t0 = time.perf_counter()
     # The agent turns SIGINT/SIGTERM/SIGHUP/SIGQUIT into its SignalException (after stopping the
     # workers) and leaves its handlers installed: restore ours after, and read a signal as an
@@ -400,8 +412,23 @@ def launch(job: Job, nproc: int, timeout_s: float | None = None) -> list[dict]:
             signal.setitimer(signal.ITIMER_REAL, 0)
         for s, h in handlers.items():
             signal.signal(s, h)
+        multiprocessing.set_executable(spawn_python)
         shutil.rmtree(logs, ignore_errors=True)
     return out[0]
+
+
+def _sigint_ignoring_python(folder: str, python: str) -> str:
+    """A launcher script in `folder` that starts `python` with SIGINT ignored (an ignored signal
+    stays ignored across exec, and Python then installs no KeyboardInterrupt handler)."""
+    path = os.path.join(folder, "python-sigint-ignored")
+    with open(path, "w") as fh:
+        fh.write(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(python)} \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def _exit_on_sigint(signum, frame) -> None:
+    os._exit(128 + signum)  # the agent is stopping every rank: no traceback, nothing to keep
 
 
 def failure_text(e, elapsed_s: float, nproc: int) -> str:
