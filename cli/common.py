@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from .parse import folder_path
+from .parse import MAX_SNAPSHOT_ENTRIES, folder_path
 
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")]
 Dtype = Annotated[
@@ -117,7 +117,10 @@ MemorySnapshot = Annotated[
 ]
 SnapshotEntries = Annotated[
     int,
-    typer.Option("--snapshot-entries", min=1000, help="Allocator events a memory snapshot keeps (max_entries)."),
+    typer.Option(
+        "--snapshot-entries", min=1000, max=MAX_SNAPSHOT_ENTRIES,
+        help="Allocator events a memory snapshot keeps (max_entries; each holds its stack trace in host memory).",
+    ),
 ]
 Isolate = Annotated[
     bool,

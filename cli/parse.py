@@ -22,6 +22,10 @@ MAX_SWEEP_VALUE = 2**31 - 1
 # --head-dim, --layers, --d-model: MAX_DIM) and of suite files' keys: defined here once.
 MAX_LEN = 1 << 20  # tokens, batch, vocabulary: a million
 MAX_DIM = 1 << 16  # heads, head_dim, layers, width
+# --snapshot-entries and a suite's snapshot_entries: the CUDA allocator's history keeps a stack
+# trace per event in host memory (around a kilobyte), so ten million is already ~10 GB; past
+# 2^63 the value does not even reach torch (its max_entries is a C size_t).
+MAX_SNAPSHOT_ENTRIES = 10_000_000
 # No tensor a case makes may hold more elements than this: its bytes (at most 4 per element,
 # float32) then stay within int64, where torch counts them. Past it torch fails inside the
 # case ("numel ... overflow"), an error record and exit 3 for what is an option error.

@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..reports.errors import BadInput
-from .parse import MAX_DIM, MAX_LEN  # the bounds the commands' options have
+from .parse import MAX_DIM, MAX_LEN, MAX_SNAPSHOT_ENTRIES  # the bounds the commands' options have
 
 BUILTIN_PACKAGE = "xfbench.cli"
 BUILTIN_FOLDER = "suites"
@@ -107,7 +107,7 @@ class RunSettings(BaseModel):
     profile_top: int = Field(10, ge=1, le=100)
     profile_stack: bool = False
     memory_snapshot: bool = False
-    snapshot_entries: int = Field(100_000, ge=1000)
+    snapshot_entries: int = Field(100_000, ge=1000, le=MAX_SNAPSHOT_ENTRIES)
     isolate: bool = False  # each case in a fresh child (`xfbench attention --help`: --isolate)
     case_timeout: float | None = Field(None, ge=1, le=7 * 86400)  # seconds; turns isolate on
 

@@ -97,6 +97,7 @@ SHARED_REFUSALS = [
     (["--out", "afile"], "--out afile: is a file; give a folder"),
     (["--out", "dir"], "results.jsonl is not a file"),
     (["--out", "afile/sub"], "afile is a file, not a folder"),
+    (["--snapshot-entries", str(10**20)], "'--snapshot-entries'"),  # past a C size_t: never reaches torch
     (["--out", "a" * 300], "File name too long"),
     (["--out", "/".join(["b" * 200] * 25)], "File name too long"),  # 5,024 bytes: past PATH_MAX
 ]

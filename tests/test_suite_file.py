@@ -63,6 +63,8 @@ MALFORMED = [
      "s.toml: cases[0].name: String should match"),
     ("same case twice", CASE + '[[cases]]\nname = "b"\nworkload = "attention"\n',
      "s.toml: cases 'a' and 'b' both run attention"),
+    ("snapshot entries past the bound", "[run]\nsnapshot_entries = 100000000000000000000\n" + CASE,
+     "s.toml: run.snapshot_entries: Input should be less than or equal to 10000000"),
 ]
 
 
