@@ -48,9 +48,12 @@ def _shares_add_up(p: dict) -> None:
 
 
 def test_a_profiled_attention_sweep_writes_traces_and_a_summary_that_adds_up(tmp_path):
-    # head_dim 256: the GEMMs' work (N²·d) clearly outweighs the N² elementwise scale and softmax
+    # head_dim 256: the GEMMs' work (N²·d) clearly outweighs the N² elementwise scale and softmax.
+    # Ten active steps: self CPU time is wall time, so one step descheduled inside softmax (a
+    # loaded machine) must not outweigh the GEMMs of all the others.
     res = run_cli("attention", "--seq-lens", "256,512", "--impl", "naive,sdpa", "--heads", "2", "--head-dim", "256",
-                  "--profile", "--memory-snapshot", "--profile-top", "5", "--out", str(tmp_path), *FAST)
+                  "--profile", "--profile-schedule", "1,1,10", "--memory-snapshot", "--profile-top", "5",
+                  "--out", str(tmp_path), *FAST)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "profiler_start" not in res.stderr + res.stdout  # kineto's own log lines are held back
     run = load_results(tmp_path)
@@ -62,7 +65,7 @@ def test_a_profiled_attention_sweep_writes_traces_and_a_summary_that_adds_up(tmp
         assert len(p["ops"]) == 5 and p["other_ops"]["count"] >= 0
         _shares_add_up(p)
         assert p["sort_by"] == "self CPU time" and p["activities"] == ["CPU"]
-        assert p["schedule"] == {"wait": 1, "warmup": 1, "active": 3}
+        assert p["schedule"] == {"wait": 1, "warmup": 1, "active": 10}
         # the profiled step against the timed one: the overhead is a measured figure with its note
         assert p["timed_median_s"] == r.time.median_s and p["profiled_median_s"] > 0
         assert p["overhead_rel"] == pytest.approx(p["profiled_median_s"] / r.time.median_s - 1)
