@@ -69,10 +69,13 @@ def test_run_writes_one_folder_with_every_suite_case_and_its_settings(tmp_path):
 def test_resume_runs_nothing_twice(tmp_path):
     out = tmp_path / "run"
     assert run_cli("run", str(_suite(tmp_path)), "--out", str(out), "--no-history").returncode == 0
+    headers = len(load_results(out).headers)  # one per suite case
     res = run_cli("run", str(_suite(tmp_path)), "--out", str(out), "--no-history", "--resume")
     assert res.returncode == 0, res.stderr
     assert "suite case 'attn' (attention): 0 cases" in res.stdout
-    assert len(load_results(out).records) == 3
+    run = load_results(out)
+    assert len(run.records) == 3
+    assert len(run.headers) == headers  # nothing to run: nothing appended, not even a header
 
 
 def test_repeat_runs_each_repeat_in_a_fresh_process_and_shows_the_spread(tmp_path):
