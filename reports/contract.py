@@ -1,16 +1,14 @@
-"""The typed contract of a record's open dicts: what the writer always puts in them, and what
-the renderers read from them.
+"""The typed contract of a record's open dicts: the keys the reports read, and their JSON types.
 
-`Record.params` and `Header.environment` are dicts (each workload has its own keys, and a later
-version may add more), but the renderers index into them, sort by them and do arithmetic with
-them. So the keys they rely on are declared here, with the JSON type each must have, and
-schema.Record / schema.Header check them whenever one is built: by the writer (a record that
-breaks the contract is a bug there) and by the loader (a hand-edited or damaged file is one
-line naming file:line and the field, exit 2, instead of a renderer's traceback). Keys not
-declared here pass as they are; a declared key is never coerced.
-
-NOTE: a key in REQUIRED_PARAMS must be written by every schema version's workload (see the
-fixtures in tests/fixtures/); a key a new version adds belongs in the optional part.
+`Record.params`, `Record.profile` and `Header.environment` are dicts (each workload has its own
+keys, and a later version may add more), but the reports sort by their values, do arithmetic
+with them and walk their lists. So the keys they read are declared here with the JSON type each
+must have, and schema.Record / schema.Header check them whenever one is built: by the writer (a
+record that breaks the contract is a bug there) and by the loader (a hand-edited or damaged file
+is one line naming file:line and the field, exit 2, instead of a renderer's traceback). Keys
+not declared here pass as they are; a declared key is never coerced. A declared key may be
+absent (records of earlier versions, and tests, carry fewer): a report that needs one checks
+for it, except where a key is required (CudaDevice: the environment table shows all of them).
 """
 
 from __future__ import annotations
@@ -40,10 +38,11 @@ class AttentionParams(TypedDict, total=False):
     causal: Bool
 
 
-class ModelParams(TypedDict, total=False):
+class GPTParams(TypedDict, total=False):
+    """The GPT shape and batch a model or data-parallel case ran (workloads.model, workloads.parallel)."""
+
     __pydantic_config__ = _OPEN  # type: ignore[misc]
     preset: Str
-    mode: Str
     dtype: Str
     batch: Int
     seq_len: Int
@@ -52,22 +51,20 @@ class ModelParams(TypedDict, total=False):
     n_head: Int
     vocab_size: Int
     block_size: Int
+
+
+class ModelParams(GPTParams, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    mode: Str
     new_tokens: Int | None
 
 
-class ParallelParams(TypedDict, total=False):
+class ParallelParams(GPTParams, total=False):
     __pydantic_config__ = _OPEN  # type: ignore[misc]
     strategy: Str
     backend: Str
     scaling: Str
     world_size: Int
-    preset: Str
-    dtype: Str
-    batch: Int
-    seq_len: Int
-    n_layer: Int
-    n_embd: Int
-    n_head: Int
     global_batch: Int
     bucket_mb: Number | None
 
