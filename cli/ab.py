@@ -1,10 +1,13 @@
-"""`xfbench ab`: run a suite alternately under two Python environments (A B A B ...), then compare.
+"""`xfbench ab`: run a suite alternately under two Python environments (A B B A A B ...), then compare.
 
 Each round runs the suite once under A and once under B, each in a fresh process
-(`PYTHON -m xfbench run SUITE --repeat-index R/K`), appending to OUT/a and OUT/b. Slow drift of
-the machine over the job (a neighbour's load, the CPU's temperature) then falls on both sides
-alike instead of on whichever side ran second. The comparison is `xfbench compare OUT/a OUT/b`:
-with K >= 2 rounds both sides have repeats, so the gate allows for the spread between runs.
+(`PYTHON -m xfbench run SUITE --repeat-index R/K`), appending to OUT/a and OUT/b; odd rounds run
+A first, even rounds B first. Slow drift of the machine over the job (a neighbour's load, the
+CPU's temperature) then falls on both sides alike instead of on whichever side ran second: the
+rounds are compared paired, and a steady drift that made B look slower in one round (B ran
+later) makes it look faster in the next (B ran first), so it cancels instead of reading as a
+change. The comparison is `xfbench compare OUT/a OUT/b`: with K >= 2 rounds both sides have
+repeats, so the gate allows for the spread between runs.
 """
 
 from pathlib import Path
@@ -24,7 +27,8 @@ def ab(
     b: str = typer.Option(..., "--b", help="Python of side B, the candidate (e.g. the pull request's install)."),
     rounds: int = typer.Option(
         5, "--rounds", min=1, max=MAX_ROUNDS,
-        help="Rounds: each runs A once, then B once (5: a 10% change shows on a noisy 2-core VM; see README).",
+        help="Rounds: each runs A once and B once, odd rounds A first, even rounds B first (5: a 10% change "
+        "shows on a noisy 2-core VM; see README).",
     ),
     out: Path | None = typer.Option(
         None, "--out", parser=folder_path, help="Folder for a/ and b/ [default: runs/<UTC time>-ab-<suite>]."
@@ -72,10 +76,11 @@ def ab(
     # before the first round, not after the last: an existing --json is refused before anything runs
     refuse_existing([("--json", json_out), ("--github-benchmark", github_benchmark)], force=False)
     console = make_console()
-    console.print(f"xfbench ab {spec.name}: {rounds} rounds of A ({a}) then B ({b}) -> {folder}", markup=False)
+    console.print(f"xfbench ab {spec.name}: {rounds} rounds of A ({a}) and B ({b}), A B B A ... -> {folder}",
+                  markup=False)
     source = spec.source.removeprefix("builtin:") if spec.source.startswith("builtin:") else str(Path(suite).resolve())
     for r in range(1, rounds + 1):
-        for side in ("A", "B"):
+        for side in ("A", "B") if r % 2 else ("B", "A"):  # A B | B A | A B ...: a steady drift cancels
             argv = child_argv(pythons[side], source, dirs[side], (r, rounds), over, interleaved=True)
             console.print(f"round {r}/{rounds}, side {side}", markup=False)
             rc = run_child(argv)

@@ -553,7 +553,8 @@ def _rounds(run: RunResult, rep: Repeats) -> list[int] | None:
 
 def _paired(base: RunResult, cur: RunResult, b: Repeats, c: Repeats) -> tuple[list[float], list[float]] | None:
     """Both sides' per-run values in round order when they are the rounds of one `xfbench ab` (each
-    round ran A then B, next to each other in time), else None (the runs are then unpaired)."""
+    round ran A and B next to each other in time, in alternating order), else None (the runs are then
+    unpaired)."""
     rb, rc = _rounds(base, b), _rounds(cur, c)
     if rb is None or rc is None or sorted(rb) != sorted(rc) or len(rb) < 2:
         return None

@@ -106,6 +106,11 @@ def test_ab_catches_a_planted_slowdown_and_names_the_case(tmp_path):
                   "--out", str(tmp_path / "ab"), "--markdown", str(md), "--json", str(js))
     assert res.returncode == 1, res.stdout + res.stderr
     assert res.stdout.count("round 4/4, side B") == 1
+    # odd rounds A first, even rounds B first: a steady drift adds to one round's ratio what it takes from the next's
+    order = [line for line in res.stdout.splitlines() if line.startswith("round ") and ", side " in line]
+    expected = [f"round {r}/4, side {side}" for r, pair in zip(range(1, 5), ["AB", "BA"] * 2, strict=True)
+                for side in pair]
+    assert order == expected, order
     lines = [line for line in res.stdout.splitlines() if line.startswith("regression: ")]
     assert lines and all(" · N=" in line and ": time +" in line and line.endswith(", slower") for line in lines), \
         res.stdout
