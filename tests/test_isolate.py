@@ -66,7 +66,7 @@ def _kill_from_outside(marker: str, seen: list[int]) -> threading.Thread:
 def test_crash_abort_kill_and_exit_each_become_an_error_record_and_the_next_case_runs(tmp_path):
     plan = faulty_cases(FaultyConfig(["abort", "segfault", "hang", "exit", "hog", "ok"], hog_bytes=235 * MiB), CPU)
     killed: list[int] = []
-    killer = _kill_from_outside("-hang-i=2-", killed)
+    killer = _kill_from_outside("-hang-case=3-", killed)
     records = run_plan(plan, tmp_path / "results.jsonl", command="test", opts=_opts(isolate=True,
                                                                                     mem_limit_bytes=256 * MiB))
     killer.join(timeout=5)

@@ -48,7 +48,7 @@ def cases(cfg: FaultyConfig, device: torch.device) -> list[Case]:
     if bad:
         raise ValueError(f"unknown fault kind(s) {', '.join(bad)} (one of {', '.join(KINDS)})")
     return [
-        Case(NAME, LABEL, kind, i, "i",
+        Case(NAME, LABEL, kind, i + 1, "case",  # its 1-based place: sizes are > 0 (schema.Record)
              make_params(kind=kind, index=i, elements=cfg.elements, hog_bytes=cfg.hog_bytes, dtype="float32"),
              str(device))
         for i, kind in enumerate(cfg.kinds)
