@@ -219,7 +219,6 @@ def _limit(name: str, default: int) -> int:
         return default
 
 
-
 @contextlib.contextmanager
 def interrupt_says(what: str) -> Iterator[None]:
     """Give a Ctrl-C (KeyboardInterrupt) inside the block the message `what`: what was interrupted
