@@ -1186,11 +1186,20 @@ class Pending:
             self._drawer, self.where = _DRAWER[1], "drawer"
             # sent from a thread: the drawer reads only once its matplotlib import is done, and a
             # pipe holds far less than a pickled run, so a plain send would wait for that import
-            self._sending = threading.Thread(target=self._drawer.send, args=((run, jobs, dpi),), daemon=True)
+            self._send_failed = False
+            self._sending = threading.Thread(target=self._send, args=((run, jobs, dpi),), daemon=True)
             self._sending.start()
         else:
             self._pool, self.where = _fork_pool(run, jobs, dpi), "workers"
             self._async = self._pool.map_async(_job, range(len(jobs)), chunksize=1)
+
+    def _send(self, job: tuple) -> None:
+        """The sending thread: a send that fails (the drawer died, or this process is exiting and
+        _stop_drawer closed the pipe under it) is noted for result(), never a thread's traceback."""
+        try:
+            self._drawer.send(job)
+        except (OSError, TypeError, ValueError):  # a closed Connection's handle is None: TypeError
+            self._send_failed = True
 
     def result(self) -> list[bytes]:
         if self._done is not None:
@@ -1198,6 +1207,8 @@ class Pending:
         if self._drawer is not None:
             self._sending.join()
             try:
+                if self._send_failed:
+                    raise EOFError
                 status, out = self._drawer.recv()
             except (EOFError, OSError):  # the drawer died (killed, out of memory)
                 status, out = "gone", None
