@@ -1072,6 +1072,13 @@ def _worker_init() -> None:
     global _LOCK
     _LOCK = threading.Lock()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _DRAWER_PID is not None:  # the drawer may be SIGKILLed at its caller's exit (_stop_drawer): go with it
+        import ctypes
+        import os
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != _DRAWER_PID:  # it died before the request took: no one would kill this one
+            os._exit(0)
 
 
 def _job(i: int) -> bytes:
@@ -1110,17 +1117,22 @@ def _fork_pool(run: RunResult, jobs: list[tuple[FigureSpec, str]], dpi: int):
 # hands it the run (pickled) and it forks the drawing workers itself. Without warm_up, the
 # process that renders imports matplotlib and forks them.
 _DRAWER: Any = None  # (process, connection) of the warm drawer, once warm_up started it
+_DRAWER_PID: int | None = None  # in the drawer process (and the workers it forks): the drawer's pid
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: a signal the kernel sends a process when its parent dies
 
 
 def _drawer_main(conn: Any) -> None:
     import importlib
     import multiprocessing
+    import os
     import signal
     import sys
 
     # In this (child) copy the flag only stops Pool from forking workers; the parent still sees
     # a daemon it will terminate at its exit, and the pipe's end (EOFError) ends the loop before.
     multiprocessing.current_process().daemon = False
+    global _DRAWER_PID
+    _DRAWER_PID = os.getpid()
     # Its workers hold this process's stdout and stderr, and orphaned they would wait for work
     # forever (each holds both ends of the task pipe): a caller reading this command's output
     # would never see it end. So SIGTERM (what multiprocessing sends a daemon at the parent's
@@ -1164,10 +1176,16 @@ def warm_up() -> None:
 
 
 def _stop_drawer(proc: Any, here: Any) -> None:
-    """At exit, before multiprocessing's own handler: the closed pipe ends an idle drawer's loop;
-    a busy one gets SIGTERM from multiprocessing after this and stops its workers first."""
+    """At exit, before multiprocessing's own handler: the closed pipe ends an idle drawer's loop.
+    One still busy (drawing, or importing matplotlib) is killed: its workers die with it (they
+    asked the kernel for PR_SET_PDEATHSIG), so nothing is left holding this process's output.
+    (A SIGTERM would make it stop its Pool from inside a signal handler, which can deadlock, and
+    multiprocessing's exit handler then waits for it without a timeout.)"""
     here.close()
     proc.join(timeout=0.5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout=5)
 
 
 class Pending:
