@@ -156,7 +156,7 @@ class Record(BaseModel):
     @field_validator("params")
     @classmethod
     def _params_contract(cls, params: dict[str, Any], info) -> dict[str, Any]:
-        """The keys its workload always writes and the reports read, of their JSON types (contract.PARAMS)."""
+        """The keys of its workload's params that the reports read, of their JSON types (contract.PARAMS)."""
         adapter = contract.PARAMS.get(info.data.get("workload"))
         if adapter is not None:
             contract.check(adapter, params)
