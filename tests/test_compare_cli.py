@@ -38,9 +38,9 @@ impl = ["naive", "sdpa"]
 """
 
 
-def _suite(tmp_path: Path) -> str:
+def _suite(tmp_path: Path, impls: str = '"naive", "sdpa"') -> str:
     path = tmp_path / "steady.toml"
-    path.write_text(STEADY)
+    path.write_text(STEADY.replace('impl = ["naive", "sdpa"]', f"impl = [{impls}]"))
     return str(path)
 
 
@@ -88,28 +88,34 @@ def test_aa_real_runs_with_repeats_is_no_regression(tmp_path):
     assert "regression:" not in aa.stdout and "between-run t-test of 3+3 runs" in aa.stdout
 
 
-# The planted slowdown of the tests: real (every step busy-waits this share of its own time), and
-# beyond what this VM's noise between runs reaches (sd up to ~10%, bursts of seconds), so the test
-# is deterministic. Whether a 10% slowdown is caught is a statistical property of the machine:
-# bench/detection.py measures its rate (and the false alarms) with real runs.
-PLANTED = "0.3"
+# The planted slowdown of this test: real (every step of B busy-waits this share of its own time:
+# here B takes twice as long), and far enough beyond the noise between runs that the verdict does
+# not hang on the machine's luck. One run of the n rounds slowed by a burst of load (CI saw one run
+# of 8 take ~1.5x on every case, d = log 1.5) leaves the paired t-test t = n*mu/d - 1 (the burst on
+# A; + 1 on B) for a log change mu. A planted 30% over 4 rounds: t = 1.6 to 3.6 against the
+# critical 5.84 (3 df, alpha 0.01); CI's run gave t = 3.3 and "inconclusive: more runs would tell",
+# rightly. A doubling over 6 rounds (2 cases a run, to keep the 12 runs short): t = 9.3 against
+# 4.03, and 5.0 for a run twice as slow. Whether a 10% slowdown is caught is a statistical property
+# of the machine: bench/detection.py measures its rate (and the false alarms) with real runs.
+PLANTED = "1.0"
+AB_ROUNDS = 6
 
 
 def test_ab_catches_a_planted_slowdown_and_names_the_case(tmp_path):
-    """`ab` with B a python whose every step truly busy-waits 30% of its own time after it
-    (XFBENCH_PLANT_SLOWDOWN): exit 1, the regression named, the Markdown and JSON say so."""
+    """`ab` with B a python whose every step truly busy-waits as long again after it
+    (XFBENCH_PLANT_SLOWDOWN=1.0): exit 1, the regression named, the Markdown and JSON say so."""
     slow_python = tmp_path / "slow-python"
     slow_python.write_text(f'#!/bin/sh\nXFBENCH_PLANT_SLOWDOWN={PLANTED} exec "{sys.executable}" "$@"\n')
     slow_python.chmod(slow_python.stat().st_mode | stat.S_IEXEC)
     md, js = tmp_path / "ab.md", tmp_path / "ab.json"
-    res = run_cli("ab", "--a", sys.executable, "--b", str(slow_python), _suite(tmp_path), "--rounds", "4",
-                  "--out", str(tmp_path / "ab"), "--markdown", str(md), "--json", str(js))
+    res = run_cli("ab", "--a", sys.executable, "--b", str(slow_python), _suite(tmp_path, '"sdpa"'),
+                  "--rounds", str(AB_ROUNDS), "--out", str(tmp_path / "ab"), "--markdown", str(md), "--json", str(js))
     assert res.returncode == 1, res.stdout + res.stderr
-    assert res.stdout.count("round 4/4, side B") == 1
+    assert res.stdout.count(f"round {AB_ROUNDS}/{AB_ROUNDS}, side B") == 1
     # odd rounds A first, even rounds B first: a steady drift adds to one round's ratio what it takes from the next's
     order = [line for line in res.stdout.splitlines() if line.startswith("round ") and ", side " in line]
-    expected = [f"round {r}/4, side {side}" for r, pair in zip(range(1, 5), ["AB", "BA"] * 2, strict=True)
-                for side in pair]
+    expected = [f"round {r}/{AB_ROUNDS}, side {side}" for r in range(1, AB_ROUNDS + 1)
+                for side in ("AB" if r % 2 else "BA")]
     assert order == expected, order
     lines = [line for line in res.stdout.splitlines() if line.startswith("regression: ")]
     assert lines and all(" · N=" in line and ": time +" in line and line.endswith(", slower") for line in lines), \
