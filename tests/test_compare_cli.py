@@ -91,8 +91,8 @@ def test_aa_real_runs_with_repeats_is_no_regression(tmp_path):
 # The planted slowdown of this test: real (every step of B busy-waits this share of its own time:
 # here B takes twice as long), and far enough beyond the noise between runs that the verdict does
 # not hang on the machine's luck. One run of the n rounds slowed by a burst of load (CI saw one run
-# of 8 take ~1.5x on every case, d = log 1.5) leaves the paired t-test t = n*mu/d - 1 (the burst on
-# A; + 1 on B) for a log change mu. A planted 30% over 4 rounds: t = 1.6 to 3.6 against the
+# of 8 take 1.3-1.7x on each case, d ~ log 1.5) leaves the paired t-test t = n*mu/d - 1 (the burst
+# on A; + 1 on B) for a log change mu. A planted 30% over 4 rounds: t = 1.6 to 3.6 against the
 # critical 5.84 (3 df, alpha 0.01); CI's run gave t = 3.3 and "inconclusive: more runs would tell",
 # rightly. A doubling over 6 rounds (2 cases a run, to keep the 12 runs short): t = 9.3 against
 # 4.03, and 5.0 for a run twice as slow. Whether a 10% slowdown is caught is a statistical property
