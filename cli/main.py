@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import errno
 import importlib
+import linecache
+import re
 import signal
 import sys
 
@@ -110,6 +112,42 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
+_swallowed: list[BaseException] = []  # interruptions Python dropped: raised inside a finalizer
+
+
+def _quiet_unraisable(hook):
+    """sys.unraisablehook: an interruption raised inside a finalizer (a __del__ or a weakref
+    callback, run as an object was freed when the signal came) is dropped by Python, which prints
+    'Exception ignored in ...' and a traceback, and nothing stops. Here it is sent again 10 ms
+    later, from a thread, so that it lands in the command's own code and stops it as it would
+    have; one that lands only after the command ended is said in one line at the end (main)."""
+
+    def unraisable(u) -> None:
+        if not isinstance(u.exc_value, KeyboardInterrupt):
+            hook(u)
+            return
+        import os
+        import threading
+
+        _swallowed.append(u.exc_value)
+        signum = signal.SIGTERM if isinstance(u.exc_value, Terminated) else signal.SIGINT
+        if signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)  # the first SIGTERM did not land: the resent one is it
+        # not a daemon: the interpreter waits for it at exit, while main's handlers still take the signal
+        threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+
+    return unraisable
+
+
+def _on_signal_at_exit(signum, frame) -> None:
+    """SIGINT or SIGTERM once the command has ended: its outcome is decided and written, and the
+    exit left (flushing output, atexit's stop of the figures drawer: under a second) goes on. An
+    exception raised there would print 'Exception ignored in atexit callback' and a traceback.
+    A second one ends the process at once (an exit stuck writing to a pipe nobody reads)."""
+    _signals_seen.append(signum)
+    signal.signal(signum, signal.SIG_DFL)
+
+
 class _Stopped(Exception):
     """Carries a KeyboardInterrupt past typer, which would turn it into a silent exit 130."""
 
@@ -134,23 +172,26 @@ ACTIVITIES = (
     ("xfbench.reports.figures", None, "drawing the figures"),
     ("xfbench.reports.html", None, "rendering the HTML report"),
     ("xfbench.reports.writer", None, "writing a report"),
+    ("xfbench.reports.document", None, "building the report's sections and tables"),
+    ("xfbench.reports.terminal", None, "printing the tables"),
     ("xfbench.reports.planner", None, "computing the plan"),
     ("xfbench.workloads.runner", "run_one", "measuring a case"),
 )
 
 
 def activity(exc: BaseException) -> str | None:
-    """What the program was doing when `exc` was raised, as far as its traceback tells; None if unknown."""
+    """What the program was doing when `exc` was raised, as far as its traceback tells; None if unknown.
+
+    A module's own code at import (a `<module>` frame) is not what it names: an interruption while
+    reports.html is imported is "importing xfbench", not "rendering the HTML report"."""
     frames = []
     tb = exc.__traceback__
     while tb is not None:
-        frames.append(tb.tb_frame)
+        frames.append((tb.tb_frame, tb.tb_lineno))
         tb = tb.tb_next
-    importing_torch = any(f.f_globals.get("__name__", "").split(".")[0] == "torch" for f in frames) and any(
-        f.f_code.co_filename.startswith("<frozen importlib") for f in frames
-    )
+    running = [f for f, _ in frames if f.f_code.co_name != "<module>"]
     for mod, fn, what in ACTIVITIES:  # in ACTIVITIES' order: the first that any frame matches
-        for frame in reversed(frames):
+        for frame in reversed(running):
             if frame.f_globals.get("__name__", "") != mod or fn not in (None, frame.f_code.co_name):
                 continue
             if "{path}" not in what:
@@ -158,7 +199,38 @@ def activity(exc: BaseException) -> str | None:
             path = frame.f_locals.get("path")
             if path is not None:
                 return what.format(path=path)
-    return "importing torch" if importing_torch else None
+    for frame in reversed(running):  # any other part of the reports: named by its module
+        name = frame.f_globals.get("__name__", "")
+        if name.startswith("xfbench.reports."):
+            return f"making the report ({name.removeprefix('xfbench.')})"
+    return _importing(frames)
+
+
+_IMPORT = re.compile(r"(?:from\s+([.\w]+)\s+import\b|import\s+([.\w]+))")
+
+
+def _importing(frames: list) -> str | None:
+    """'importing PKG' when the traceback ends inside an import: PKG the outermost library whose
+    module code runs (pydantic, not the typing_extensions it imports in turn; torch; else xfbench
+    itself); where none runs yet (importlib finding or reading a file, or its frames removed), the
+    import statement of the frame that started it names it (a relative one: xfbench's)."""
+    frames = [(f, n) for f, n in frames if f.f_code is not _on_sigterm.__code__]  # the handler raised it
+    modules = [f.f_globals.get("__name__", "") for f, _ in frames if f.f_code.co_name == "<module>"]
+    tops = [m.split(".")[0] for m in modules if m and m != "__main__"]  # __main__: the console script
+    if tops:
+        return f"importing {next((t for t in tops if t != 'xfbench'), 'xfbench')}"
+    first = next((i for i, (f, _) in enumerate(frames) if f.f_code.co_filename.startswith("<frozen importlib")),
+                 len(frames))
+    if first == 0:
+        return None
+    frame, lineno = frames[first - 1]  # the importer: the last frame before importlib's (or the innermost)
+    found = _IMPORT.match(linecache.getline(frame.f_code.co_filename, lineno).strip())
+    if found is None:
+        return None
+    name = found.group(1) or found.group(2)
+    if name.startswith("."):
+        name = frame.f_globals.get("__package__") or frame.f_globals.get("__name__", "")
+    return f"importing {name.split('.')[0]}" if name else None
 
 
 def _command(args) -> str | None:
@@ -236,6 +308,12 @@ class XfbenchGroup(TyperGroup):
     def format_commands(self, ctx, formatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
+    def make_context(self, *args, **kwargs):  # typer turns an interruption here into a silent Exit(130)
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise _Stopped(e) from e
 
     def invoke(self, ctx):
         try:
@@ -327,6 +405,7 @@ def main() -> None:
 
     output.guard()
     _printable_warnings()
+    sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
     code: object = None
@@ -336,6 +415,12 @@ def main() -> None:
         code = e.code
         raise
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _on_signal_at_exit)
+        if _swallowed and code not in (int(ExitStatus.INTERRUPTED), int(ExitStatus.TERMINATED)):
+            name = "SIGTERM" if isinstance(_swallowed[0], Terminated) else "SIGINT"
+            _say(f"xfbench: {name} came while Python ran a finalizer, where it cannot stop anything, and as the "
+                 "command ended: it ran to its end, and what it wrote is complete")
         output.flush()
         line = output.lost_output_line(code if isinstance(code, int) else (0 if code is None else None))
         if line is not None:

@@ -18,6 +18,8 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -284,6 +286,145 @@ def test_a_signal_during_report_is_one_line_naming_what_was_interrupted(tmp_path
     assert lines[0].startswith(f"xfbench: {words} while ") and "(xfbench report)" in lines[0], err
     assert "results already written are kept" in lines[0]
 
+
+
+def _main_with(tmp_path: Path, setup: str, *argv: str) -> subprocess.CompletedProcess:
+    """`xfbench ARGV` through the console script's main(), after the Python `setup` ran in that
+    process: it plants a real signal where no timing can aim one (sent by the process to itself)."""
+    code = (f"import functools, os, signal, sys, time\n{textwrap.dedent(setup)}\n"
+            f"from xfbench.cli.main import main\nsys.argv = ['xfbench', *{list(argv)!r}]\nmain()\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120,
+                          cwd=tmp_path)
+
+
+# Each plants a SIGTERM in the command `suites`: its function is wrapped (functools.wraps keeps the
+# options typer reads from it) before main() loads it; BEFORE and AFTER run around the command.
+WRAP_SUITES = """
+import xfbench.cli.suites as cmd
+inner = cmd.suites
+@functools.wraps(inner)
+def suites(*args, **kwargs):
+    BEFORE
+    status = inner(*args, **kwargs)
+    AFTER
+    return status
+cmd.suites = suites
+"""
+# A __del__ that sends this process SIGTERM and sleeps: main's handler raises inside the sleep,
+# inside the finalizer, where Python drops the exception.
+BOMB = ("class Bomb:\n        def __del__(self):\n"
+        "            os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+        "    Bomb()  # freed at once: its __del__ runs as a finalizer")
+
+
+def _wrapped(before: str = "pass", after: str = "pass") -> str:
+    return WRAP_SUITES.replace("BEFORE", before).replace("AFTER", after)
+
+
+def test_a_sigterm_while_the_command_line_is_parsed_is_one_line_not_a_silent_143(tmp_path):
+    """typer turns a KeyboardInterrupt in the group's make_context (parsing the command line,
+    loading the command's module) into a silent exit 130: main saw 143 and printed nothing."""
+    setup = """
+    from xfbench.cli.main import XfbenchGroup
+    parse = XfbenchGroup.parse_args
+    def parse_args(self, ctx, args):
+        os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)  # the handler raises inside the sleep
+        return parse(self, ctx, args)
+    XfbenchGroup.parse_args = parse_args
+    """
+    res = _main_with(tmp_path, setup, "suites")
+    assert res.returncode == 143, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xfbench: terminated (SIGTERM)"), res.stderr
+    assert "results already written are kept" in lines[0]
+
+
+def test_a_signal_once_the_command_has_ended_is_no_traceback(tmp_path):
+    """A SIGTERM during exit (atexit's stop of the figures drawer): the command's outcome stands;
+    raised there, Python printed 'Exception ignored in atexit callback' and a traceback."""
+    plant = "import atexit; atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(0.5)))"
+    res = _main_with(tmp_path, _wrapped(before=plant), "suites")
+    assert res.returncode == 0, res.stderr
+    assert "quick" in res.stdout and res.stderr == "", res.stderr
+
+
+def test_a_signal_inside_a_finalizer_still_stops_the_command(tmp_path):
+    """A signal whose handler runs inside a finalizer (a __del__ or weakref callback, as an object is
+    freed): Python dropped the exception, printed 'Exception ignored in ...' and a traceback, and
+    the command went on. Now it is sent again and stops the command: exit 143, one line."""
+    res = _main_with(tmp_path, _wrapped(before=BOMB + "\n    time.sleep(5)  # the command's own work"), "suites")
+    assert res.returncode == 143, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xfbench: terminated (SIGTERM)"), res.stderr
+    assert "quick" not in res.stdout  # it stopped before the command's listing
+
+
+def test_a_signal_dropped_in_a_finalizer_as_the_command_ends_is_one_line(tmp_path):
+    """The same as the command ends (the signal sent again is ignored here, as it would land past
+    the end): exit 0, and one line says why nothing stopped."""
+    res = _main_with(tmp_path, _wrapped(after=BOMB + "\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)"),
+                     "suites")
+    assert res.returncode == 0, res.stderr
+    assert "quick" in res.stdout, res.stdout
+    assert res.stderr.splitlines() == [
+        "xfbench: SIGTERM came while Python ran a finalizer, where it cannot stop anything, and as the command "
+        "ended: it ran to its end, and what it wrote is complete"]
+
+
+def _interruption(run) -> KeyboardInterrupt:
+    try:
+        run()
+    except KeyboardInterrupt as e:
+        return e
+    raise AssertionError("no KeyboardInterrupt")
+
+
+def test_an_interruption_inside_an_import_names_what_was_being_imported(tmp_path, monkeypatch):
+    """The activity of the one line: the library being imported (the outermost, not what it imports
+    in turn), and an xfbench module's own code at import is "importing xfbench", not what the
+    module does later ("rendering the HTML report" was said for an interruption while
+    reports.html was imported)."""
+    import importlib
+    import importlib.abc
+
+    from xfbench.cli.main import activity
+
+    (tmp_path / "xfb_probe_outer").mkdir()
+    (tmp_path / "xfb_probe_outer" / "__init__.py").write_text("import xfb_probe_inner\n")
+    (tmp_path / "xfb_probe_inner.py").write_text("raise KeyboardInterrupt\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert activity(_interruption(lambda: importlib.import_module("xfb_probe_outer"))) == "importing xfb_probe_outer"
+
+    def html_module():  # module-level code of xfbench.reports.html, as at its import
+        exec(compile("raise KeyboardInterrupt", "html.py", "exec"), {"__name__": "xfbench.reports.html"})
+    assert activity(_interruption(html_module)) == "importing xfbench"
+
+    class Finder(importlib.abc.MetaPathFinder):  # importlib still looking: no module code runs yet
+        def find_spec(self, name, path, target=None):
+            if name == "xfb_probe_missing":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+
+    def importer():
+        import xfb_probe_missing  # noqa: F401
+    assert activity(_interruption(importer)) == "importing xfb_probe_missing"
+    assert activity(_interruption(lambda: (_ for _ in ()).throw(KeyboardInterrupt))) is None
+
+
+def test_an_interruption_in_any_part_of_the_reports_names_that_part():
+    """Building report.html's sections (reports.document) was in no row of ACTIVITIES: the line
+    said only "interrupted (xfbench report)" (CI: a SIGTERM 0.8 s into `report`)."""
+    from xfbench.cli.main import activity
+
+    def in_module(name: str):
+        code = compile("def build():\n    raise KeyboardInterrupt\nbuild()\n", "m.py", "exec")
+        return lambda: exec(code, {"__name__": name})
+
+    assert activity(_interruption(in_module("xfbench.reports.document"))) == "building the report's sections and tables"
+    assert activity(_interruption(in_module("xfbench.reports.summary"))) == "making the report (reports.summary)"
+    assert activity(_interruption(in_module("xfbench.reports.html"))) == "rendering the HTML report"
 
 # --- 8. a results file that cannot be written ---------------------------------------------------------
 
