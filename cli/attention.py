@@ -30,12 +30,13 @@ def attention(
     shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Time and memory of attention across sequence lengths: parallel, yet quadratic."""
-    from .sweep import run_sweep
-
-    return run_sweep("attention", attention_plan(
+    plan = attention_plan(  # before the sweep's imports: a bad --seq-lens is told before torch loads
         shared.device, seq_lens=seq_lens, impl=impl, mode=mode, batch=batch, heads=heads, head_dim=head_dim,
         dtype=dtype, causal=causal,
-    ), shared)
+    )
+    from .sweep import run_sweep
+
+    return run_sweep("attention", plan, shared)
 
 
 def attention_plan(

@@ -82,13 +82,13 @@ def model(
     shared: SharedOptions = SharedOptions(),
 ) -> ExitStatus:
     """Tokens/s, MFU and memory (measured vs analytic) of a GPT across parameter counts."""
-    from .sweep import run_sweep
-
-    plan = model_plan(
+    plan = model_plan(  # before the sweep's imports: a bad option is told before torch loads, where it can be
         shared.device, presets=presets, mode=mode, batch=batch, seq_len=seq_len, prompt_len=prompt_len,
         new_tokens=new_tokens, dtype=dtype, compile=compile, cuda_graphs=cuda_graphs, layers=layers,
         d_model=d_model, heads=heads, vocab=vocab, flop_convention=flop_convention,
     )
+    from .sweep import run_sweep
+
     return run_sweep("model", plan, shared, extra_tables=model_report_tables)
 
 

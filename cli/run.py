@@ -62,17 +62,18 @@ def run(
     from .console import make_console
     from .suite_file import load_suite
     from .suite_run import SuiteOverrides, suite_plans
-    from .sweep import claim_run_folder, default_run_dir
 
-    spec = load_suite(suite)
-    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock,
-                          profile=profile, memory_snapshot=memory_snapshot, isolate=isolate, case_timeout=case_timeout)
-    plans = suite_plans(spec, over)  # every case checked before anything runs
+    spec = load_suite(suite)  # the file and the options first: torch is not imported yet, so a typo is told at once
     if resume and out is None:
         raise BadInput("--resume needs --out: the run folder to resume")
     check_force_resume(force, resume)
     if resume and repeat > 1:
         raise BadInput("--resume and --repeat: a repeat runs every case again; resume one repeat at a time")
+    over = SuiteOverrides(device=device, threads=threads, max_time=max_time, fake_clock=fake_clock,
+                          profile=profile, memory_snapshot=memory_snapshot, isolate=isolate, case_timeout=case_timeout)
+    plans = suite_plans(spec, over)  # every case checked before anything runs
+    from .sweep import claim_run_folder, default_run_dir
+
     run_dir = out or default_run_dir(f"run-{spec.name}")
     from .output import results_at
 
