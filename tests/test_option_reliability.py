@@ -334,3 +334,28 @@ def test_ctrl_c_during_env_calibrate_is_one_line_saying_nothing_was_lost(tmp_pat
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xfbench: ") and "interrupted" in lines[0], out.stderr
     assert "nothing was lost" in lines[0], out.stderr
+
+
+# Refused in the command's body before its sweep's imports: torch is never loaded for them.
+REFUSED_BEFORE_TORCH = [
+    (["attention", "--seq-lens", "abc"], "--seq-lens"),
+    (["attention", "--impl", "nope"], "--impl"),
+    (["model", "--mode", "x"], "--mode"),
+    (["run", "no-such-suite.toml"], "no suite file"),
+    (["run", "quick", "--resume"], "--resume needs --out"),
+]
+
+
+@pytest.mark.parametrize("argv,words", REFUSED_BEFORE_TORCH)
+def test_a_bad_option_string_is_refused_before_torch_is_imported(tmp_path, argv, words):
+    """A typo is told at once (0.2-0.5 s here), not after the ~2 s of importing torch: the app, run in a
+    fresh interpreter, refuses it with exit 2 and torch is not in sys.modules."""
+    import sys
+
+    probe = ("import sys\nfrom xfbench.cli.main import app\n"
+             f"sys.argv = ['xfbench', *{argv!r}]\n"
+             "try:\n    app()\nexcept SystemExit as e:\n    print('EXIT', e.code, 'torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                         env={**os.environ, "NO_COLOR": "1"})
+    assert words in res.stderr, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "EXIT 2 False", res.stdout + res.stderr
